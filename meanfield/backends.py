@@ -1,0 +1,58 @@
+"""Which optional numerical backends are importable, and their versions."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except Exception:
+        return None
+    return str(getattr(mod, "__version__", "unknown version"))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a run depends on (recorded in every output file)."""
+    out = {}
+    for name in ("numpy", "scipy", "pyfftw", "shtns", "h5py", "matplotlib"):
+        v = _version(name)
+        out[name] = v if v is not None else "not installed"
+    try:
+        import h5py
+
+        out["hdf5"] = h5py.version.hdf5_version
+    except ImportError:
+        pass
+    return out
+
+
+def backend_report() -> list[str]:
+    lines = []
+    import numpy
+    import scipy
+
+    lines.append(f"numpy {numpy.__version__}, scipy {scipy.__version__}")
+    v = _version("pyfftw")
+    if v is None:
+        lines.append("pyfftw: not available (circle FFTs fall back to scipy.fft)")
+    else:
+        threads = os.environ.get("MEANFIELD_FFT_THREADS", "1")
+        lines.append(f"pyfftw {v}: available (FFT threads per run: {threads}, "
+                     f"cores here: {os.cpu_count()})")
+    v = _version("shtns")
+    lines.append(f"shtns {v}: available" if v else "shtns: not available (no sphere solver)")
+    try:
+        import h5py
+
+        lines.append(f"h5py {h5py.__version__}, HDF5 {h5py.version.hdf5_version}")
+    except ImportError:
+        lines.append("h5py: not available (no HDF5 output)")
+    d, dist = _version("dask"), _version("distributed")
+    if d and dist:
+        lines.append(f"dask {d}, distributed {dist}: available (sweeps on Dask clusters)")
+    else:
+        lines.append("dask/distributed: not installed (pip install 'meanfield-pde[dask]')")
+    return lines
