@@ -1,0 +1,6 @@
+"""Numerical schemes (layer 2). Schemes know nothing of files, configs or the CLI."""
+
+from solvers import circle
+from solvers.integrators import CFLWarning, SolverError
+
+__all__ = ["CFLWarning", "SolverError", "circle"]
