@@ -20,6 +20,15 @@ from meanfield.growth import (
 )
 from meanfield.kernels import CallableKernel, ExponentialKernel, Kernel, exponential_kernel
 
+
+
+def open(path):  # noqa: A001 - mirrors xarray.open_dataset / h5py.File naming
+    """Open a run file: ``with meanfield.open("data/run.h5") as run: ...`` (see reader.Run)."""
+    from meanfield.reader import open_run
+
+    return open_run(path)
+
+
 __all__ = [
     "CallableKernel",
     "ExponentialKernel",
@@ -35,6 +44,7 @@ __all__ = [
     "harmonic_multiplicity",
     "kmax_asymptotic",
     "kmax_transitions",
+    "open",
     "log_growth_rate",
     "mode_selection",
     "most_unstable_mode",

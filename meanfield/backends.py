@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 
 
 def _version(module: str) -> str | None:
+    """Installed version from package metadata (importing shtns prints a banner)."""
     try:
-        mod = importlib.import_module(module)
-    except Exception:
-        return None
-    return str(getattr(mod, "__version__", "unknown version"))
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:
+            return None
+        return str(getattr(mod, "__version__", "unknown version"))
 
 
 def library_versions() -> dict[str, str]:

@@ -94,8 +94,95 @@ def _add_info(sub) -> None:
     p.set_defaults(func=_cmd_info)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from meanfield.driver import run_cli
+
+    if args.resume and (args.config or args.set or args.output):
+        raise InputError("--resume", "takes only the run file (no CONFIG, --set or -o)")
+    return run_cli(args.config, args.set or [], args.output, resume=args.resume,
+                   overwrite=args.overwrite, quiet=args.quiet)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from meanfield.analysis import summary_lines
+    from meanfield.reader import open_run
+
+    with open_run(args.file) as run:
+        res = run.analyze()
+    if args.json:
+        print(json.dumps(res, allow_nan=False))
+    else:
+        print("\n".join(summary_lines(res)))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from meanfield.plots import plot_run
+    from meanfield.reader import open_run
+
+    target = Path(args.target)
+    if target.is_dir():
+        raise InputError("FILE", "must be a run file (.h5)", args.target)
+    out = args.output or str(target.parent / "figures")
+    with open_run(target) as run:
+        files = plot_run(run, out)
+    for f in files:
+        print(f)
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a configuration to an HDF5 file",
+                       description="Run CONFIG.toml (defaults when omitted) and write one HDF5 "
+                       "file. Progress bar on a terminal; exit 0 complete, 1 failed, 2 bad "
+                       "input, 75 interrupted (resumable).")
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("-o", "--output", metavar="PATH", help="output file (output.path)")
+    p.add_argument("--resume", metavar="PATH", help="continue the run whose output is PATH")
+    p.add_argument("--overwrite", action="store_true", help="start again even if PATH exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="metastability analysis of a run file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="figures of a run file (PNG)")
+    p.add_argument("target", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="DIR", help="figure folder (default FILE's "
+                   "folder/figures)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from meanfield import config
+
+    cfg, _ = config.resolve(args.config, args.set or [])
+    print(config.dumps(cfg, comments=True), end="")
+    return 0
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print the full, documented configuration",
+                       description="Print every key with its value and documentation: the "
+                       "defaults, or CONFIG.toml with --set overrides applied (validated).")
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    p.set_defaults(func=_cmd_config)
+
+
 #: sub-command registrars; later layers append theirs here
-COMMANDS: list[Callable] = [_add_kmax, _add_info]
+COMMANDS: list[Callable] = [_add_kmax, _add_info, _add_config, _add_run, _add_analyze,
+                            _add_plot]
 
 
 def build_parser() -> argparse.ArgumentParser:

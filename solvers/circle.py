@@ -221,7 +221,8 @@ class CircleScheme:
         E = (1/2) iint W dmu dmu in the run's time unit (raw USA/SA: overflows to inf only
         beyond beta ~ 709; Ebar never does). Ebar = 2 beta e^{-beta} E (at beta = 0, where
         W(t) = t, Ebar = |integral x dmu|^2). angular_momentum = integral v p d theta, zero for
-        USA; max_speed = max |v| at cell centres; dominant_mode = argmax_{1 <= k <= modes}
+        USA; max_speed = max |v| at cell centres; tv_distance = (1/2) integral |p - pbar|
+        (total variation to the uniform density of the same mass); dominant_mode = argmax_{1 <= k <= modes}
         |p_hat_k| (modes defaults to max(16, 4 k_max): beyond that a cluster's spectrum is
         flat and the arg max would pick noise).
         """
@@ -250,6 +251,7 @@ class CircleScheme:
             "angular_momentum": self.dx * (pbar * float(v.sum()) + float(np.dot(v, q))),
             "max_speed": float(np.abs(v).max()),
             "dominant_mode": int(np.argmax(amps[1 : modes + 1]) + 1),
+            "tv_distance": 0.5 * self.dx * float(np.abs(q).sum()),
             "fourier": amps[: modes + 1].copy(),
         }
 

@@ -1,0 +1,230 @@
+"""Metastability analysis of a run: clusters, plateaus, exit time, growth-rate fit.
+
+Works on a run file (:class:`meanfield.reader.Run`) or on in-memory results
+(``solvers.circle.CircleResult`` plus the model parameters). All thresholds are parameters
+with documented defaults (also in the ``[analysis]`` config section).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from meanfield.growth import growth_rate, most_unstable_mode
+
+TWO_PI = 2.0 * math.pi
+
+
+@dataclass(frozen=True)
+class Cluster:
+    centre: float  # angle in [0, 2 pi)
+    mass: float    # mass of the basin: the arc between the density minima on either side
+    width: float   # angular extent of the core (the region above the level)
+
+
+def detect_clusters(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01) -> list[Cluster]:
+    """Clusters of a density on M uniform cells of [0, 2 pi).
+
+    A cluster core is a maximal connected (periodic) run of cells where p > ``level`` *
+    mean(p) whose mass (integral of p over the run) is >= ``min_mass``. Thresholds are levels
+    of the density, not cell counts, so the count does not depend on the resolution. At the
+    uniform state with 1 % noise max p / mean(p) ~ 1.25, so noise counts as zero clusters;
+    k separated bumps (or Dirac-like clusters) count as k. The circle is then split at the
+    density minimum between consecutive cores: a cluster's mass is that of its basin (masses
+    sum to the total), its centre the p-weighted circular mean of its core.
+    """
+    p = np.asarray(p, float)
+    m = p.size
+    dx = TWO_PI / m
+    above = p > level * p.mean()
+    if not above.any():
+        return []
+    theta = (np.arange(m) + 0.5) * dx
+    if above.all():
+        return [Cluster(float(np.angle(np.sum(p * np.exp(1j * theta))) % TWO_PI),
+                        float(p.sum() * dx), TWO_PI)]
+    # rotate so that index 0 is below the level: runs never wrap
+    shift = int(np.argmin(above))
+    a = np.roll(above, -shift)
+    edges = np.diff(np.concatenate([[0], a.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    pr = np.roll(p, -shift)
+    cores = [(s, e) for s, e in zip(starts, ends, strict=True)
+             if pr[s:e].sum() * dx >= min_mass]
+    if not cores:
+        return []
+    # basin boundaries: the minimum of p in each gap between consecutive cores (cyclically)
+    cuts = []
+    for (s0, e0), (s1, _) in zip(cores, cores[1:] + [(cores[0][0] + m, 0)], strict=True):
+        gap = np.arange(e0, s1) % m
+        cuts.append(int(gap[np.argmin(pr[gap])]) if gap.size else e0 % m)
+    cum = np.concatenate([[0.0], np.cumsum(pr) * dx])
+
+    def arc_mass(i0: int, i1: int) -> float:  # cells i0 .. i1-1, cyclic
+        return cum[i1] - cum[i0] if i1 >= i0 else cum[m] - cum[i0] + cum[i1]
+
+    out = []
+    for j, (s, e) in enumerate(cores):
+        lo, hi = cuts[j - 1], cuts[j]
+        idx = (np.arange(s, e) + shift) % m
+        centre = float(np.angle(np.sum(p[idx] * np.exp(1j * theta[idx]))) % TWO_PI)
+        mass = arc_mass(lo, hi) if len(cores) > 1 else float(cum[m])
+        out.append(Cluster(centre, float(mass), float((e - s) * dx)))
+    return sorted(out, key=lambda c: c.centre)
+
+
+def metastable_intervals(times: np.ndarray, counts: np.ndarray) -> list[dict[str, Any]]:
+    """Maximal runs of snapshots with the same non-zero cluster count: {k, t_start, t_end, n}."""
+    out = []
+    i = 0
+    n = len(counts)
+    while i < n:
+        j = i
+        while j + 1 < n and counts[j + 1] == counts[i]:
+            j += 1
+        if counts[i] > 0:
+            out.append({"k": int(counts[i]), "t_start": float(times[i]),
+                        "t_end": float(times[j]), "n": j - i + 1})
+        i = j + 1
+    return out
+
+
+def crossing_time(t: np.ndarray, y: np.ndarray, threshold: float) -> float | None:
+    """First time y crosses ``threshold`` upwards, linearly interpolated (None if never)."""
+    idx = np.flatnonzero(y >= threshold)
+    if idx.size == 0:
+        return None
+    i = int(idx[0])
+    if i == 0:
+        return float(t[0])
+    t0, t1, y0, y1 = t[i - 1], t[i], y[i - 1], y[i]
+    return float(t0 + (threshold - y0) * (t1 - t0) / (y1 - y0))
+
+
+def fit_growth_rate(t: np.ndarray, amp: np.ndarray, mass: float, t_stop: float | None,
+                    max_modulation: float = 0.05) -> dict[str, Any] | None:
+    """Least-squares slope of log |p_hat_k| while the mode is linear.
+
+    The window is t <= t_stop (the exit time) and relative modulation 2|p_hat_k|/p_hat_0 <=
+    ``max_modulation`` (p = pbar (1 + r cos(k theta + phi)) has r = 2|p_hat_k|/p_hat_0).
+    """
+    ok = (amp > 0) & (2 * amp / mass <= max_modulation)
+    if t_stop is not None:
+        ok &= t <= t_stop
+    # the window is the initial stretch only: stop at the first point that leaves it
+    first_bad = np.flatnonzero(~ok)
+    end = int(first_bad[0]) if first_bad.size else len(t)
+    if end < 3:
+        return None
+    slope, _ = np.polyfit(t[:end], np.log(amp[:end]), 1)
+    return {"measured": float(slope), "t_start": float(t[0]), "t_end": float(t[end - 1]),
+            "points": end}
+
+
+def _source(src, params: dict) -> dict[str, Any]:
+    """Normalise a Run or an in-memory CircleResult into one dict."""
+    from meanfield.reader import Run
+
+    if isinstance(src, Run):
+        cfg = src.config
+        a = cfg["analysis"]
+        out = {"beta": cfg["model"]["beta"], "dim": cfg["model"]["dim"],
+               "model": cfg["model"]["model"], "time_unit": cfg["model"]["time_unit"],
+               "times": src.times, "density": src.density, "diag_times": src.diag_times,
+               "diag": src.diagnostics, "cluster_level": a["cluster_level"],
+               "cluster_min_mass": a["cluster_min_mass"], "exit_threshold": a["exit_threshold"],
+               "min_plateau_outputs": a["min_plateau_outputs"], "path": str(src.path)}
+    else:  # CircleResult
+        out = {"times": src.times, "density": src.density, "diag_times": src.times,
+               "diag": src.diagnostics, "dim": 2, "time_unit": "raw", "model": "usa",
+               "cluster_level": 2.0, "cluster_min_mass": 0.01, "exit_threshold": 0.3,
+               "min_plateau_outputs": 3}
+    out.update({k: v for k, v in params.items() if v is not None})
+    if out.get("beta") is None:
+        raise ValueError("beta: must be given to analyse in-memory results")
+    return out
+
+
+def analyze(src, *, beta: float | None = None, model: str | None = None,
+            time_unit: str | None = None, cluster_level: float | None = None,
+            cluster_min_mass: float | None = None, exit_threshold: float | None = None,
+            min_plateau_outputs: int | None = None) -> dict[str, Any]:
+    """Analyse a circle run; returns a JSON-ready dict (keys documented in the README)."""
+    s = _source(src, {"beta": beta, "model": model, "time_unit": time_unit,
+                      "cluster_level": cluster_level, "cluster_min_mass": cluster_min_mass,
+                      "exit_threshold": exit_threshold,
+                      "min_plateau_outputs": min_plateau_outputs})
+    times = np.asarray(s["times"])
+    d = {k: np.asarray(v) for k, v in s["diag"].items()}
+    dt_ = np.asarray(s["diag_times"])
+    counts = np.array([len(detect_clusters(s["density"][i], level=s["cluster_level"],
+                                           min_mass=s["cluster_min_mass"]))
+                       for i in range(len(times))], dtype=int)
+    intervals = metastable_intervals(times, counts)
+    plateaus = [iv for iv in intervals if iv["n"] >= s["min_plateau_outputs"]]
+    exit_time = crossing_time(dt_, d["tv_distance"], s["exit_threshold"]) \
+        if "tv_distance" in d else None
+    k_pred = int(most_unstable_mode(s["beta"], s["dim"]))
+    dom_exit = None
+    if exit_time is not None:
+        i = int(np.searchsorted(dt_, exit_time))
+        dom_exit = int(d["dominant_mode"][min(i, len(dt_) - 1)])
+    k_fit = dom_exit or k_pred
+    fit = None
+    if "fourier" in d and k_fit < d["fourier"].shape[1]:
+        fit = fit_growth_rate(dt_, d["fourier"][:, k_fit], float(d["fourier"][0, 0]), exit_time)
+        if fit is not None:
+            pred = float(growth_rate(k_fit, s["beta"], s["dim"], s["model"], s["time_unit"]))
+            fit.update({"k": k_fit, "predicted": pred,
+                        "relative_error": fit["measured"] / pred - 1 if pred else None})
+    energy = d.get("energy")
+    mono = None
+    if energy is not None and np.all(np.isfinite(energy)):
+        mono = bool(np.all(np.diff(energy) >= -1e-12 * np.max(np.abs(energy))))
+    return {
+        "path": s.get("path"),
+        "beta": float(s["beta"]), "dim": int(s["dim"]), "model": s["model"],
+        "time_unit": s["time_unit"],
+        "k_max_predicted": k_pred,
+        "dominant_mode_at_exit": dom_exit,
+        "first_plateau_clusters": plateaus[0]["k"] if plateaus else None,
+        "final_clusters": int(counts[-1]) if counts.size else None,
+        "metastable": [{k: iv[k] for k in ("k", "t_start", "t_end")} for iv in plateaus],
+        "exit_time": exit_time,
+        "exit_threshold": s["exit_threshold"],
+        "growth_rate_fit": fit,
+        "mass_drift": float(np.max(np.abs(d["mass"] / d["mass"][0] - 1))),
+        "min_density": float(np.min(d["min_density"])),
+        "energy_monotone": mono,
+        "final_ebar": float(d["ebar"][-1]) if "ebar" in d else None,
+        "cluster_counts": counts.tolist(),
+        "snapshot_times": times.tolist(),
+        "final_clusters_detail": [asdict(c) for c in detect_clusters(
+            s["density"][len(times) - 1], level=s["cluster_level"],
+            min_mass=s["cluster_min_mass"])] if counts.size else [],
+    }
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    fit = res.get("growth_rate_fit")
+    lines = [
+        f"beta = {res['beta']:g}, d = {res['dim']}, model {res['model']}: predicted k_max = "
+        f"{res['k_max_predicted']}",
+        f"dominant mode at exit = {res['dominant_mode_at_exit']}, exit time = "
+        + (f"{res['exit_time']:.4g}" if res["exit_time"] is not None else "not reached")
+        + f" (TV > {res['exit_threshold']})",
+        f"clusters: first plateau {res['first_plateau_clusters']}, final "
+        f"{res['final_clusters']}; plateaus "
+        + (", ".join(f"{iv['k']} on [{iv['t_start']:.3g}, {iv['t_end']:.3g}]"
+                     for iv in res["metastable"]) or "none"),
+    ]
+    if fit:
+        lines.append(f"growth rate of mode {fit['k']}: measured {fit['measured']:.6g}, "
+                     f"predicted {fit['predicted']:.6g} (relative error "
+                     f"{fit['relative_error']:.2e})")
+    lines.append(f"mass drift {res['mass_drift']:.1e}, min density {res['min_density']:.3g}, "
+                 f"energy monotone: {res['energy_monotone']}")
+    return lines

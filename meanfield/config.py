@@ -1,0 +1,301 @@
+"""Run configuration: a TOML file with documented sections, defaults and validation.
+
+Every key has a default, a type and an allowed range; unknown keys, wrong types and
+out-of-range values raise :class:`~meanfield.errors.InputError` naming ``section.key``
+before anything is computed. ``resolve`` returns a nested dict with every key filled in;
+``dumps`` writes it back as TOML (the text stored in every output file).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meanfield.errors import InputError
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    kind: type | tuple[type, ...]
+    doc: str
+    choices: tuple | None = None
+    check: Callable[[Any], bool] | None = None
+    allowed: str = ""
+
+
+def _ge(x):
+    return lambda v: v >= x
+
+
+def _gt(x):
+    return lambda v: v > x
+
+
+NUM = (int, float)
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {
+        "domain": Key("circle", str, "circle | sphere | zonal | particles",
+                      ("circle", "sphere", "zonal", "particles")),
+        "dim": Key(2, int, "ambient dimension d (the sphere S^{d-1}); circle: 2, sphere: 3",
+                   check=_ge(2), allowed="an integer >= 2"),
+        "model": Key("usa", str, "usa (unnormalised) | sa (softmax) self-attention",
+                     ("usa", "sa")),
+        "beta": Key(5.0, NUM, "inverse temperature, kernel W(t) = e^{beta t}/beta",
+                    check=lambda v: math.isfinite(v) and v >= 0, allowed="a finite number >= 0"),
+        "time_unit": Key("raw", str, "raw | scaled (kernel e^{beta(t-1)}/beta, USA only)",
+                         ("raw", "scaled")),
+    },
+    "discretization": {
+        "scheme": Key("fv2", str, "fv2 | rusanov | lf (circle); spectral (sphere); fv (zonal)",
+                      ("fv2", "rusanov", "lf", "spectral", "fv")),
+        "cells": Key(1024, int, "number of cells M (circle, zonal)", check=_ge(8),
+                     allowed="an integer >= 8"),
+        "lmax": Key(63, int, "spherical-harmonic truncation (sphere)", check=_ge(4),
+                    allowed="an integer >= 4"),
+        "cfl": Key(0.4, NUM, "fraction of the scheme's positivity/CFL bound (adaptive dt)",
+                   check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]"),
+        "dt": Key(0.0, NUM, "fixed time step; 0 = adaptive", check=_ge(0),
+                  allowed="a number >= 0"),
+        "dt_per_dx": Key(0.0, NUM, "lf only: fixed dt = dt_per_dx * dx (seed 003); 0 = off",
+                         check=_ge(0), allowed="a number >= 0"),
+        "accuracy": Key(0.02, NUM, "adaptive dt also <= accuracy / gamma_max", check=_gt(0),
+                        allowed="a number > 0"),
+        "integrator": Key("ssprk3", str, "ssprk3 | euler (lf is always euler)",
+                          ("ssprk3", "euler")),
+        "fft_threads": Key(1, int, "FFTW threads per run", check=_ge(1),
+                           allowed="an integer >= 1"),
+    },
+    "initial": {
+        "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file",
+                    ("uniform", "noise", "tokens", "mode", "bumps", "file")),
+        "seed": Key(0, int, "random seed (noise, tokens)", check=_ge(0),
+                    allowed="an integer >= 0"),
+        "amplitude": Key(0.01, NUM, "noise sigma (absolute on the density) or mode alpha",
+                         check=_ge(0), allowed="a number >= 0"),
+        "tokens": Key(10000, NUM, "N for the N-token noise model", check=_ge(1),
+                      allowed="a number >= 1"),
+        "cutoff": Key(64, int, "highest Fourier mode of the N-token noise", check=_ge(1),
+                      allowed="an integer >= 1"),
+        "mode": Key(3, int, "k of the single-mode initial condition", check=_ge(1),
+                    allowed="an integer >= 1"),
+        "phase": Key(0.0, NUM, "phase phi of alpha cos(k theta + phi)",
+                     check=math.isfinite, allowed="a finite number"),
+        "renormalize": Key(False, bool, "noise: divide by the discrete mass"),
+        "centres": Key([], list, "bumps: centres (angles)"),
+        "masses": Key([], list, "bumps: masses (default equal, sum <= 1)"),
+        "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=_gt(0),
+                     allowed="a number > 0"),
+        "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array"),
+    },
+    "time": {
+        "t_end": Key(1.0, NUM, "final time (in model.time_unit)",
+                     check=lambda v: math.isfinite(v) and v > 0, allowed="a finite number > 0"),
+        "schedule": Key("linear", str, "linear | log | steps", ("linear", "log", "steps")),
+        "n_outputs": Key(101, int, "number of snapshots (linear, log; t = 0 included)",
+                         check=_ge(2), allowed="an integer >= 2"),
+        "t_first": Key(0.0, NUM, "log: first positive output time (0 = t_end/1000)",
+                       check=_ge(0), allowed="a number >= 0"),
+        "every_steps": Key(100, int, "steps: a snapshot every this many steps", check=_ge(1),
+                           allowed="an integer >= 1"),
+        "diagnostics_per_output": Key(5, int, "diagnostic records per snapshot interval",
+                                      check=_ge(1), allowed="an integer >= 1"),
+    },
+    "stop": {
+        "ebar_above": Key(0.0, NUM, "stop once Ebar exceeds this (0 = never)",
+                          check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]"),
+        "wall_seconds": Key(0.0, NUM, "stop after this wall-clock time, resumable (0 = never)",
+                            check=_ge(0), allowed="a number >= 0"),
+    },
+    "output": {
+        "path": Key("data/run.h5", str, "output HDF5 file"),
+        "compression": Key("gzip", str, "gzip | lzf | none", ("gzip", "lzf", "none")),
+        "compression_level": Key(4, int, "gzip level", check=lambda v: 0 <= v <= 9,
+                                 allowed="an integer in 0..9"),
+        "checkpoint_seconds": Key(60.0, NUM, "wall-clock interval between checkpoints",
+                                  check=_ge(0), allowed="a number >= 0"),
+    },
+    "analysis": {
+        "cluster_level": Key(2.0, NUM, "cluster = connected region where p > level * p_inf",
+                             check=_gt(1), allowed="a number > 1"),
+        "cluster_min_mass": Key(0.01, NUM, "clusters lighter than this are ignored",
+                                check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
+        "exit_threshold": Key(0.3, NUM, "exit from uniform when TV distance exceeds this",
+                              check=lambda v: 0 < v < 1, allowed="a number in (0, 1)"),
+        "min_plateau_outputs": Key(3, int, "snapshots a metastable plateau must last",
+                                   check=_ge(1), allowed="an integer >= 1"),
+    },
+}
+
+#: domains whose solvers exist in this version
+IMPLEMENTED_DOMAINS = {"circle"}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()}
+            for sec, keys in SCHEMA.items()}
+
+
+def _type_ok(value: Any, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list"}
+    if set(kinds) == {int, float}:
+        return "a number"
+    return " or ".join(names[k] for k in kinds)
+
+
+def validate_value(section: str, key: str, value: Any) -> Any:
+    name = f"{section}.{key}"
+    spec = SCHEMA[section][key]
+    if not _type_ok(value, spec.kind):
+        raise InputError(name, f"must be {_kind_name(spec.kind)}", value)
+    if spec.kind == NUM:
+        value = float(value)
+    if spec.choices is not None and value not in spec.choices:
+        raise InputError(name, f"must be one of {', '.join(spec.choices)}", value)
+    if spec.check is not None and not spec.check(value):
+        raise InputError(name, f"must be {spec.allowed}", value)
+    if spec.kind is list and not all(_type_ok(v, NUM) for v in value):
+        raise InputError(name, "must be a list of numbers", value)
+    return value
+
+
+def merge(base: dict, overrides: Mapping[str, Mapping[str, Any]], origin: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for section, values in overrides.items():
+        if section not in SCHEMA:
+            raise InputError(section, f"unknown section{origin}; allowed: "
+                             f"{', '.join(SCHEMA)}")
+        if not isinstance(values, Mapping):
+            raise InputError(section, "must be a table of keys")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise InputError(f"{section}.{key}", f"unknown key{origin}; allowed in "
+                                 f"[{section}]: {', '.join(SCHEMA[section])}")
+            out[section][key] = validate_value(section, key, value)
+    return out
+
+
+def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``section.key=value`` strings (value in TOML syntax; bare words are strings)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise InputError("--set", "must be section.key=value", item)
+        lhs, text = item.split("=", 1)
+        section, key = lhs.strip().split(".", 1)
+        out.setdefault(section, {})[key] = parse_value(text.strip())
+    return out
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def check_consistency(cfg: dict) -> None:
+    """Cross-key rules (each names the key at fault)."""
+    m, d, i = cfg["model"], cfg["discretization"], cfg["initial"]
+    if m["domain"] not in IMPLEMENTED_DOMAINS:
+        raise InputError("model.domain", f"must be one of {', '.join(sorted(IMPLEMENTED_DOMAINS))}"
+                         " in this version", m["domain"])
+    if m["time_unit"] == "scaled" and m["model"] != "usa":
+        raise InputError("model.time_unit", "'scaled' applies to model.model = 'usa' only")
+    if m["domain"] == "circle":
+        if m["dim"] != 2:
+            raise InputError("model.dim", "must be 2 for model.domain = 'circle'", m["dim"])
+        if d["scheme"] not in ("fv2", "rusanov", "lf"):
+            raise InputError("discretization.scheme", "must be fv2, rusanov or lf on the circle",
+                             d["scheme"])
+        if i["kind"] == "mode" and 2 * i["mode"] >= d["cells"]:
+            raise InputError("initial.mode", "must be < discretization.cells / 2", i["mode"])
+        if i["kind"] == "tokens" and 2 * i["cutoff"] + 2 > d["cells"]:
+            raise InputError("initial.cutoff", "must be <= (discretization.cells - 2)/2",
+                             i["cutoff"])
+    if d["dt_per_dx"] > 0 and d["scheme"] != "lf":
+        raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
+    if i["kind"] == "bumps":
+        if not i["centres"]:
+            raise InputError("initial.centres", "must list at least one centre for kind 'bumps'")
+        if i["masses"] and (len(i["masses"]) != len(i["centres"]) or sum(i["masses"]) > 1 + 1e-12
+                            or min(i["masses"]) < 0):
+            raise InputError("initial.masses", "must be >= 0, one per centre, summing to <= 1")
+    if i["kind"] == "file" and not i["path"]:
+        raise InputError("initial.path", "must name a file for kind 'file'")
+    t = cfg["time"]
+    if t["schedule"] == "log" and t["t_first"] >= t["t_end"]:
+        raise InputError("time.t_first", "must be < time.t_end", t["t_first"])
+
+
+def resolve(path: str | Path | None = None, sets: Iterable[str] = (),
+            output: str | None = None) -> tuple[dict, str]:
+    """Defaults <- TOML file <- ``--set`` overrides <- ``-o``; returns (config, TOML text)."""
+    cfg = defaults()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("CONFIG", "must be an existing TOML file", str(path))
+        try:
+            data = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError("CONFIG", f"is not valid TOML ({exc})", str(path)) from None
+        cfg = merge(cfg, data, f" in {p.name}")
+    cfg = merge(cfg, parse_set(sets))
+    if output is not None:
+        cfg["output"]["path"] = output
+    check_consistency(cfg)
+    return cfg, dumps(cfg)
+
+
+def from_text(text: str) -> dict:
+    """Parse and validate TOML text (e.g. the config stored in a run file)."""
+    cfg = merge(defaults(), tomllib.loads(text))
+    check_consistency(cfg)
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "nan")
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def dumps(cfg: Mapping[str, Mapping[str, Any]], comments: bool = False) -> str:
+    lines = []
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for key, spec in keys.items():
+            line = f"{key} = {_toml_value(cfg[section][key])}"
+            if comments:
+                line = f"{line:<34} # {spec.doc}"
+            lines.append(line)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def flat(cfg: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """{'model.beta': 5.0, ...}"""
+    return {f"{s}.{k}": v for s, keys in cfg.items() for k, v in keys.items()}
