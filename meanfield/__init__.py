@@ -21,8 +21,7 @@ from meanfield.growth import (
 from meanfield.kernels import CallableKernel, ExponentialKernel, Kernel, exponential_kernel
 
 
-
-def open(path):  # noqa: A001 - mirrors xarray.open_dataset / h5py.File naming
+def open(path):
     """Open a run file: ``with meanfield.open("data/run.h5") as run: ...`` (see reader.Run)."""
     from meanfield.reader import open_run
 
@@ -44,10 +43,10 @@ __all__ = [
     "harmonic_multiplicity",
     "kmax_asymptotic",
     "kmax_transitions",
-    "open",
     "log_growth_rate",
     "mode_selection",
     "most_unstable_mode",
+    "open",
     "sphere_area",
     "uniform_density",
 ]

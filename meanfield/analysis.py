@@ -58,7 +58,7 @@ def detect_clusters(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01
         return []
     # basin boundaries: the minimum of p in each gap between consecutive cores (cyclically)
     cuts = []
-    for (s0, e0), (s1, _) in zip(cores, cores[1:] + [(cores[0][0] + m, 0)], strict=True):
+    for (_s0, e0), (s1, _) in zip(cores, [*cores[1:], (cores[0][0] + m, 0)], strict=True):
         gap = np.arange(e0, s1) % m
         cuts.append(int(gap[np.argmin(pr[gap])]) if gap.size else e0 % m)
     cum = np.concatenate([[0.0], np.cumsum(pr) * dx])

@@ -8,6 +8,7 @@ one registry entry.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ class CircleProblem:
         m = self.cfg["model"]
         kern = ExponentialKernel(m["beta"], m["time_unit"])
         return {"conventions": CONVENTIONS, "density_measure": "d theta on [0, 2 pi)",
-                "kernel": kern.name, "time_unit": m["time_unit"], "seed": self.cfg["initial"]["seed"],
+                "kernel": kern.name, "time_unit": m["time_unit"],
+                "seed": self.cfg["initial"]["seed"],
                 "k_max_predicted": self.scheme.k_max, "gamma_max": self.scheme.gamma_max,
                 "domain": "circle"}
 
@@ -173,7 +175,7 @@ def output_schedule(cfg: dict) -> tuple[np.ndarray, np.ndarray] | None:
     sub = t["diagnostics_per_output"]
     times = [snaps[0]]
     mask = [True]
-    for a, b in zip(snaps[:-1], snaps[1:], strict=True):
+    for a, b in itertools.pairwise(snaps):
         # log schedules subdivide geometrically (except the first interval from 0)
         if t["schedule"] == "log" and a > 0:
             inner = np.geomspace(a, b, sub + 1)[1:]

@@ -222,9 +222,9 @@ class CircleScheme:
         beyond beta ~ 709; Ebar never does). Ebar = 2 beta e^{-beta} E (at beta = 0, where
         W(t) = t, Ebar = |integral x dmu|^2). angular_momentum = integral v p d theta, zero for
         USA; max_speed = max |v| at cell centres; tv_distance = (1/2) integral |p - pbar|
-        (total variation to the uniform density of the same mass); dominant_mode = argmax_{1 <= k <= modes}
-        |p_hat_k| (modes defaults to max(16, 4 k_max): beyond that a cluster's spectrum is
-        flat and the arg max would pick noise).
+        (total variation to the uniform density of the same mass); dominant_mode =
+        argmax_{1 <= k <= modes} |p_hat_k| (modes defaults to max(16, 4 k_max): beyond that
+        a cluster's spectrum is flat and the arg max would pick noise).
         """
         modes = self.default_modes() if modes is None else int(modes)
         # (dx/2) p.Cp with p = pbar + q, sum q = 0 and C pbar = lambda_0 pbar

@@ -70,15 +70,15 @@ def test_cluster_detection_counts_bumps_and_noise(cells):
         clusters = detect_clusters(p)
         assert len(clusters) == k
         np.testing.assert_allclose([c.mass for c in clusters], 1.0 / k, rtol=0.05)
-        np.testing.assert_allclose(sorted(c.centre for c in clusters), np.sort(centres % (2 * np.pi)),
-                                   atol=2 * np.pi / cells)
+        np.testing.assert_allclose(sorted(c.centre for c in clusters),
+                                   np.sort(centres % (2 * np.pi)), atol=2 * np.pi / cells)
     for seed in range(5):
         assert detect_clusters(initial.white_noise(cells, 0.01, seed=seed)) == []
         assert detect_clusters(initial.token_noise(cells, 1000, seed=seed, cutoff=20)) == []
 
 
 def test_analysis_of_a_run(tmp_path):
-    summary, _, _ = _run(tmp_path, ["time.t_end=0.8", "time.n_outputs=41"])
+    _summary, _, _ = _run(tmp_path, ["time.t_end=0.8", "time.n_outputs=41"])
     with open_run(tmp_path / "run.h5") as run:
         res = run.analyze()
     assert res["k_max_predicted"] == 3
@@ -107,7 +107,7 @@ def test_stop_on_ebar_and_wall_budget_resume(tmp_path):
         assert run.diagnostics["ebar"][-1] > 0.25 >= run.diagnostics["ebar"][-2]
         assert "Ebar" in run.attrs["message"]
     # a wall-clock budget stops the run resumably; resuming reproduces the full run exactly
-    ref, _, _ = _run(tmp_path, ["model.beta=7", "time.t_end=0.3"], "ref.h5")
+    _ref, _, _ = _run(tmp_path, ["model.beta=7", "time.t_end=0.3"], "ref.h5")
     cut, cfg, text = _run(tmp_path, ["model.beta=7", "time.t_end=0.3", "stop.wall_seconds=0.3",
                                      "output.checkpoint_seconds=0"], "cut.h5")
     assert cut.status == "interrupted"
