@@ -49,9 +49,9 @@ def scheme_table() -> None:
     for scheme in ("fv2", "rusanov", "lf"):
         for e in range(10, 17):
             m = 2**e
-            s = make_scheme(scheme, m, 5.0)
+            s = make_scheme(scheme, m, 5.0, fft_planner=PLANNER)
             q = s.split(clustered_state(m))
-            fft = RealFFT(m)
+            fft = RealFFT(m, planner=PLANNER)
             mult = s._conv
             t_pair = best_time(lambda fft=fft, q=q, mult=mult: fft.convolve(q, mult))
             t_rhs = best_time(lambda s=s, q=q: s.rhs(q))
@@ -82,7 +82,7 @@ def speedup_vs_direct(m: int = 9999, beta: float = 5.0) -> None:
     u = clustered_state(m)
     dt = 0.02 * dx
     # check the direct step against ours before timing it
-    s = make_scheme("lf", m, beta, dt=dt)
+    s = make_scheme("lf", m, beta, dt=dt, fft_planner=PLANNER)
     q = s.split(u)
     ours = s.join(s.euler_update(q, dt, s.rhs(q)))
     ref = direct_lf_step(u, hprime, dx, dt)
@@ -94,9 +94,16 @@ def speedup_vs_direct(m: int = 9999, beta: float = 5.0) -> None:
           f"(max relative difference {err:.1e})")
 
 
+PLANNER = "measure"
+
+
 def main() -> int:
-    scheme_table()
-    speedup_vs_direct()
+    global PLANNER
+    for planner in ("measure", "estimate"):
+        PLANNER = planner
+        print(f"\nFFTW planner: {planner}")
+        scheme_table()
+        speedup_vs_direct()
     return 0
 
 

@@ -23,6 +23,7 @@ class Cluster:
     centre: float  # angle in [0, 2 pi)
     mass: float    # mass of the basin: the arc between the density minima on either side
     width: float   # angular extent of the core (the region above the level)
+    core_mass: float  # mass inside the core
 
 
 def detect_clusters(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01) -> list[Cluster]:
@@ -44,8 +45,9 @@ def detect_clusters(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01
         return []
     theta = (np.arange(m) + 0.5) * dx
     if above.all():
-        return [Cluster(float(np.angle(np.sum(p * np.exp(1j * theta))) % TWO_PI),
-                        float(p.sum() * dx), TWO_PI)]
+        total = float(p.sum() * dx)
+        return [Cluster(float(np.angle(np.sum(p * np.exp(1j * theta))) % TWO_PI), total,
+                        TWO_PI, total)]
     # rotate so that index 0 is below the level: runs never wrap
     shift = int(np.argmin(above))
     a = np.roll(above, -shift)
@@ -72,8 +74,20 @@ def detect_clusters(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01
         idx = (np.arange(s, e) + shift) % m
         centre = float(np.angle(np.sum(p[idx] * np.exp(1j * theta[idx]))) % TWO_PI)
         mass = arc_mass(lo, hi) if len(cores) > 1 else float(cum[m])
-        out.append(Cluster(centre, float(mass), float((e - s) * dx)))
+        out.append(Cluster(centre, float(mass), float((e - s) * dx), float(pr[s:e].sum() * dx)))
     return sorted(out, key=lambda c: c.centre)
+
+
+def cluster_count(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01,
+                  clustered_fraction: float = 0.5) -> int:
+    """Number of clusters once the pattern has formed: the number of cores if they hold at
+    least ``clustered_fraction`` of the mass, else 0 (uniform, or clusters still forming,
+    which would otherwise show as a staircase 1, 2, ... as bumps cross the level in turn)."""
+    clusters = detect_clusters(p, level=level, min_mass=min_mass)
+    total = float(np.sum(p)) * TWO_PI / p.size
+    if sum(c.core_mass for c in clusters) < clustered_fraction * total:
+        return 0
+    return len(clusters)
 
 
 def metastable_intervals(times: np.ndarray, counts: np.ndarray) -> list[dict[str, Any]]:
@@ -124,6 +138,32 @@ def fit_growth_rate(t: np.ndarray, amp: np.ndarray, mass: float, t_stop: float |
             "points": end}
 
 
+def effective_tokens(cfg: dict) -> float | None:
+    """N whose i.i.d. tokens perturb the uniform state as much as the initial condition.
+
+    Token noise: N itself (E|c_k|^2 = 1/N). White noise sigma per cell on M cells:
+    E|p_hat_k|^2 = dx^2 M sigma^2 = (2 pi)^2 sigma^2 / M, i.e. N_eff = M / (2 pi sigma)^2.
+    """
+    i = cfg["initial"]
+    if i["kind"] == "tokens":
+        return float(i["tokens"])
+    if i["kind"] == "noise" and i["amplitude"] > 0 and cfg["model"]["domain"] == "circle":
+        return cfg["discretization"]["cells"] / (TWO_PI * i["amplitude"]) ** 2
+    return None
+
+
+def _predicted_exit(s: dict) -> float | None:
+    """Linear-theory mean exit time (meanfield.growth.exit_time) for the TV threshold tau:
+    on the circle TV = sqrt(2) r / pi, so delta = pi tau / sqrt(2)."""
+    n = s.get("effective_tokens")
+    if not n or s["dim"] != 2:
+        return None
+    from meanfield.growth import exit_time
+
+    delta = math.pi * s["exit_threshold"] / math.sqrt(2.0)
+    return exit_time(n, s["beta"], s["dim"], s["model"], delta, s["time_unit"])
+
+
 def _source(src, params: dict) -> dict[str, Any]:
     """Normalise a Run or an in-memory CircleResult into one dict."""
     from meanfield.reader import Run
@@ -136,12 +176,15 @@ def _source(src, params: dict) -> dict[str, Any]:
                "times": src.times, "density": src.density, "diag_times": src.diag_times,
                "diag": src.diagnostics, "cluster_level": a["cluster_level"],
                "cluster_min_mass": a["cluster_min_mass"], "exit_threshold": a["exit_threshold"],
-               "min_plateau_outputs": a["min_plateau_outputs"], "path": str(src.path)}
+               "min_plateau_outputs": a["min_plateau_outputs"], "path": str(src.path),
+               "min_plateau_efolds": a["min_plateau_efolds"],
+               "clustered_fraction": a["clustered_fraction"],
+               "effective_tokens": effective_tokens(cfg)}
     else:  # CircleResult
         out = {"times": src.times, "density": src.density, "diag_times": src.times,
                "diag": src.diagnostics, "dim": 2, "time_unit": "raw", "model": "usa",
                "cluster_level": 2.0, "cluster_min_mass": 0.01, "exit_threshold": 0.3,
-               "min_plateau_outputs": 3}
+               "min_plateau_outputs": 3, "min_plateau_efolds": 2.0, "clustered_fraction": 0.5}
     out.update({k: v for k, v in params.items() if v is not None})
     if out.get("beta") is None:
         raise ValueError("beta: must be given to analyse in-memory results")
@@ -149,22 +192,26 @@ def _source(src, params: dict) -> dict[str, Any]:
 
 
 def analyze(src, *, beta: float | None = None, model: str | None = None,
-            time_unit: str | None = None, cluster_level: float | None = None,
-            cluster_min_mass: float | None = None, exit_threshold: float | None = None,
-            min_plateau_outputs: int | None = None) -> dict[str, Any]:
-    """Analyse a circle run; returns a JSON-ready dict (keys documented in the README)."""
-    s = _source(src, {"beta": beta, "model": model, "time_unit": time_unit,
-                      "cluster_level": cluster_level, "cluster_min_mass": cluster_min_mass,
-                      "exit_threshold": exit_threshold,
-                      "min_plateau_outputs": min_plateau_outputs})
+            time_unit: str | None = None, **params: Any) -> dict[str, Any]:
+    """Analyse a circle run; returns a JSON-ready dict (keys documented in the README).
+
+    ``params`` override the ``[analysis]`` settings: cluster_level, cluster_min_mass,
+    clustered_fraction, exit_threshold, min_plateau_outputs, min_plateau_efolds.
+    """
+    s = _source(src, {"beta": beta, "model": model, "time_unit": time_unit, **params})
     times = np.asarray(s["times"])
     d = {k: np.asarray(v) for k, v in s["diag"].items()}
     dt_ = np.asarray(s["diag_times"])
-    counts = np.array([len(detect_clusters(s["density"][i], level=s["cluster_level"],
-                                           min_mass=s["cluster_min_mass"]))
+    counts = np.array([cluster_count(s["density"][i], level=s["cluster_level"],
+                                     min_mass=s["cluster_min_mass"],
+                                     clustered_fraction=s["clustered_fraction"])
                        for i in range(len(times))], dtype=int)
     intervals = metastable_intervals(times, counts)
-    plateaus = [iv for iv in intervals if iv["n"] >= s["min_plateau_outputs"]]
+    g_max = float(growth_rate(most_unstable_mode(s["beta"], s["dim"]), s["beta"], s["dim"],
+                              s["model"], s["time_unit"]))
+    min_len = s["min_plateau_efolds"] / g_max if g_max > 0 else 0.0
+    plateaus = [iv for iv in intervals if iv["n"] >= s["min_plateau_outputs"]
+                and iv["t_end"] - iv["t_start"] >= min_len * (1 - 1e-9)]
     exit_time = crossing_time(dt_, d["tv_distance"], s["exit_threshold"]) \
         if "tv_distance" in d else None
     k_pred = int(most_unstable_mode(s["beta"], s["dim"]))
@@ -194,6 +241,7 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
         "final_clusters": int(counts[-1]) if counts.size else None,
         "metastable": [{k: iv[k] for k in ("k", "t_start", "t_end")} for iv in plateaus],
         "exit_time": exit_time,
+        "exit_time_predicted": _predicted_exit(s),
         "exit_threshold": s["exit_threshold"],
         "growth_rate_fit": fit,
         "mass_drift": float(np.max(np.abs(d["mass"] / d["mass"][0] - 1))),

@@ -124,7 +124,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     if target.is_dir():
-        raise InputError("FILE", "must be a run file (.h5)", args.target)
+        from meanfield.plots import plot_sweep
+        from meanfield.sweep import is_sweep_dir
+
+        if not is_sweep_dir(target):
+            raise InputError("DIR", "is not a sweep folder (no sweep.json)", args.target)
+        for f in plot_sweep(target, args.output):
+            print(f)
+        return 0
     out = args.output or str(target.parent / "figures")
     with open_run(target) as run:
         files = plot_run(run, out)
@@ -156,8 +163,8 @@ def _add_analyze(sub) -> None:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="figures of a run file (PNG)")
-    p.add_argument("target", metavar="FILE")
+    p = sub.add_parser("plot", help="figures of a run file or a sweep folder (PNG)")
+    p.add_argument("target", metavar="FILE|DIR")
     p.add_argument("-o", "--output", metavar="DIR", help="figure folder (default FILE's "
                    "folder/figures)")
     p.set_defaults(func=_cmd_plot)
@@ -180,9 +187,49 @@ def _add_config(sub) -> None:
     p.set_defaults(func=_cmd_config)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from meanfield.sweep import sweep_cli
+
+    return sweep_cli(args)
+
+
+def _positive_int(name: str):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise InputError(name, "must be an integer >= 1", text) from None
+        if v < 1:
+            raise InputError(name, "must be an integer >= 1", text)
+        return v
+    return conv
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a parameter sweep (Cartesian product)",
+                       description="One HDF5 file per run in DIR plus sweep.json and a summary "
+                       "table. Ranges START:STOP:STEP exclude STOP (like range). Re-running "
+                       "skips complete runs, resumes interrupted ones and retries failures.")
+    p.add_argument("config", nargs="?", metavar="CONFIG.toml")
+    p.add_argument("--param", action="append", metavar="KEY=START:STOP:STEP|v1,v2,...",
+                   help="a swept config key (repeatable)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a base config key (repeatable)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--jobs", type=_positive_int("--jobs"), metavar="N",
+                   help="local processes (default: one per core; 1 = in-process)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, tcp://host:port")
+    g.add_argument("--dask-local", type=_positive_int("--dask-local"), metavar="N",
+                   help="start a Dask LocalCluster with N workers")
+    p.add_argument("--overwrite", action="store_true", help="run everything again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
+
+
 #: sub-command registrars; later layers append theirs here
 COMMANDS: list[Callable] = [_add_kmax, _add_info, _add_config, _add_run, _add_analyze,
-                            _add_plot]
+                            _add_plot, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

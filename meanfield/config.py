@@ -70,6 +70,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           ("ssprk3", "euler")),
         "fft_threads": Key(1, int, "FFTW threads per run", check=_ge(1),
                            allowed="an integer >= 1"),
+        "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure (faster "
+                           "at M >= 16384, plans may differ between processes)",
+                           ("estimate", "measure")),
     },
     "initial": {
         "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file",
@@ -96,6 +99,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "time": {
         "t_end": Key(1.0, NUM, "final time (in model.time_unit)",
                      check=lambda v: math.isfinite(v) and v > 0, allowed="a finite number > 0"),
+        "t_end_units": Key("time", str, "time | e_folds: t_end and t_first in units of "
+                           "1/gamma_max (e-folding time of the most unstable mode)",
+                           ("time", "e_folds")),
         "schedule": Key("linear", str, "linear | log | steps", ("linear", "log", "steps")),
         "n_outputs": Key(101, int, "number of snapshots (linear, log; t = 0 included)",
                          check=_ge(2), allowed="an integer >= 2"),
@@ -127,8 +133,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                 check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
         "exit_threshold": Key(0.3, NUM, "exit from uniform when TV distance exceeds this",
                               check=lambda v: 0 < v < 1, allowed="a number in (0, 1)"),
-        "min_plateau_outputs": Key(3, int, "snapshots a metastable plateau must last",
+        "min_plateau_outputs": Key(3, int, "snapshots a metastable plateau must span",
                                    check=_ge(1), allowed="an integer >= 1"),
+        "min_plateau_efolds": Key(2.0, NUM, "a plateau must also last this many 1/gamma_max",
+                                  check=_ge(0), allowed="a number >= 0"),
+        "clustered_fraction": Key(0.5, NUM, "clusters are counted once this fraction of the "
+                                  "mass lies in cluster cores (else 0: still forming)",
+                                  check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
     },
 }
 

@@ -14,7 +14,7 @@ import numpy as np
 from meanfield import config as config_mod
 from meanfield import storage
 from meanfield.errors import InputError
-from meanfield.problems import make_problem, output_schedule
+from meanfield.problems import make_problem, output_schedule, time_scale
 from solvers.integrators import SolverError, StepStats
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: resumable, run again
@@ -124,8 +124,8 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
 
 def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed) -> RunSummary:
     tcfg, stop, out = cfg["time"], cfg["stop"], cfg["output"]
-    t_end = tcfg["t_end"]
-    schedule = output_schedule(cfg)
+    t_end = tcfg["t_end"] * time_scale(cfg, problem.gamma_max)
+    schedule = output_schedule(cfg, problem.gamma_max)
     start = time.monotonic()
     deadline = start + stop["wall_seconds"] if stop["wall_seconds"] > 0 else None
     last_ckpt = start

@@ -1,30 +1,36 @@
-"""``make run``: the main job (default configuration -> data/run.h5, figures, analysis)."""
+"""``make run``: the headline sweep (beta = 1..12 x 3 seeds on the circle, in parallel).
+
+Writes data/sweep/ (one HDF5 file per run, sweep.json, summary.csv, summary.h5, sweep.png)
+and prints beta, predicted k_max and the observed cluster counts. Re-running skips the runs
+that are already complete.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
-from meanfield import config
-from meanfield.analysis import summary_lines
-from meanfield.driver import execute
-from meanfield.plots import plot_run
-from meanfield.reader import open_run
+from meanfield.plots import plot_sweep
+from meanfield.sweep import SUMMARY_CSV, observed_table, run_sweep
+
+CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "sweep_beta.toml"
 
 
-def main(out_dir: str = "data") -> int:
-    out = Path(out_dir)
-    cfg, text = config.resolve(None, [], str(out / "run.h5"))
-    summary = execute(cfg, text, overwrite=True)
-    print(summary.line())
-    if summary.status != "complete":
-        return 1
-    with open_run(out / "run.h5") as run:
-        res = run.analyze()
-        files = plot_run(run, out / "figures", res)
-    print("\n".join(summary_lines(res)))
-    print("figures: " + ", ".join(files))
-    return 0
+def main(out_dir: str = "data/sweep") -> int:
+    start = time.monotonic()
+    runs, params = run_sweep(str(CONFIG), ["model.beta=1:12.5:0.5", "initial.seed=0:3"],
+                             out_dir)
+    print("\n".join(observed_table(params, runs)))
+    failed = [r for r in runs.values() if r["status"] != "complete"]
+    for r in failed:
+        print(f"failed: {r['name']}: {r.get('message')}")
+    fig = plot_sweep(out_dir)
+    agree = sum(1 for r in runs.values() if (r.get("summary") or {}).get(
+        "first_plateau_clusters") == (r.get("summary") or {}).get("k_max_predicted"))
+    print(f"{len(runs)} runs in {time.monotonic() - start:.0f} s; first plateau = predicted "
+          f"k_max in {agree}/{len(runs)}; table {Path(out_dir) / SUMMARY_CSV}, figure {fig[0]}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

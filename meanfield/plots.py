@@ -128,3 +128,71 @@ def plot_run(run, out_dir: str | Path, analysis: dict[str, Any] | None = None) -
     ax.grid(alpha=0.3)
     files.append(_save(fig, out / f"{stem}_clusters.png"))
     return files
+
+
+def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[str]:
+    """Sweep figure: first-plateau cluster count and exit time against beta."""
+    from meanfield.growth import kmax_asymptotic, most_unstable_mode
+    from meanfield.sweep import load_manifest
+
+    plt = _plt()
+    out = Path(out_dir)
+    data = load_manifest(out)
+    runs = data["runs"]
+    keys = [p["key"] for p in data["params"]]
+    if "model.beta" not in keys:
+        from meanfield.errors import InputError
+
+        raise InputError("DIR", "the sweep figure needs model.beta among the swept keys")
+    import tomllib
+
+    base = tomllib.loads(data["base_config"])
+    dim = base.get("model", {}).get("dim", 2)
+    rows: dict[float, list[dict]] = {}
+    for r in runs.values():
+        rows.setdefault(float(r["params"]["model.beta"]), []).append(r.get("summary") or {})
+    betas = np.array(sorted(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    bb = np.linspace(max(betas.min() - 0.25, 0), betas.max() + 0.25, 1500)
+    ax1.step(bb, most_unstable_mode(bb, dim), where="post", color="C3", lw=1.3,
+             label=r"predicted $k_{max}(\beta)$")
+    ax1.plot(bb, kmax_asymptotic(bb, dim), ":", color="C3", lw=1, label="large-beta asymptotic")
+    means, lo, hi = [], [], []
+    for b in betas:
+        vals = [s.get("first_plateau_clusters") for s in rows[b]]
+        vals = np.array([v for v in vals if v is not None], float)
+        rng = np.random.default_rng(int(b * 1000))
+        ax1.plot(np.full(vals.size, b) + rng.uniform(-0.08, 0.08, vals.size), vals, "o",
+                 color="C0", ms=3.5, alpha=0.5)
+        means.append(vals.mean() if vals.size else np.nan)
+        lo.append(vals.min() if vals.size else np.nan)
+        hi.append(vals.max() if vals.size else np.nan)
+    means = np.array(means)
+    ax1.errorbar(betas, means, yerr=[means - np.array(lo), np.array(hi) - means], fmt="s",
+                 color="C0", ms=5, capsize=2, label="observed: mean, range over runs")
+    ax1.set_xlabel(r"$\beta$")
+    ax1.set_ylabel("clusters in the first metastable plateau")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax1.set_title(rf"mode selection on $S^{{{dim - 1}}}$ ({len(runs)} runs)")
+    for key, style, label in (("exit_time", "o", "observed"),
+                              ("exit_time_predicted", "-", "linear theory")):
+        ys = [np.nanmean([s.get(key) if s.get(key) is not None else np.nan for s in rows[b]])
+              if rows[b] else np.nan for b in betas]
+        if key == "exit_time":
+            for b in betas:
+                v = [s.get(key) for s in rows[b] if s.get(key) is not None]
+                ax2.plot([b] * len(v), v, "o", color="C0", ms=3, alpha=0.5)
+            ax2.plot(betas, ys, "s", color="C0", ms=5, label=f"{label} (mean)")
+        elif np.isfinite(ys).any():
+            ax2.plot(betas, ys, style, color="C3", label=label)
+    ax2.set_yscale("log")
+    ax2.set_xlabel(r"$\beta$")
+    unit = base.get("model", {}).get("time_unit", "raw")
+    ax2.set_ylabel(f"exit time from uniform ({unit} time)")
+    ax2.set_title("exit time (TV distance > threshold)")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    target = Path(fig_dir) if fig_dir else out
+    return [_save(fig, target / "sweep.png")]

@@ -41,7 +41,7 @@ class CircleProblem:
         self.cfg = cfg
         kw: dict[str, Any] = {"time_unit": m["time_unit"], "cfl": d["cfl"],
                               "dt": d["dt"] or None, "accuracy": d["accuracy"],
-                              "fft_threads": d["fft_threads"]}
+                              "fft_threads": d["fft_threads"], "fft_planner": d["fft_planner"]}
         if d["scheme"] == "lf":
             kw["dt_per_dx"] = d["dt_per_dx"] or None
         else:
@@ -69,6 +69,11 @@ class CircleProblem:
             "steps": ((), "i8", {"long_name": "time steps taken"}),
             "fourier": (("mode",), "f8", {"long_name": "|p_hat_k| = |integral p e^{-ik theta}|"}),
         }
+
+    @property
+    def gamma_max(self) -> float:
+        """Largest linear growth rate (run's time unit): the scale of e_folds times."""
+        return self.scheme.gamma_max
 
     def attrs(self) -> dict[str, Any]:
         m = self.cfg["model"]
@@ -161,16 +166,22 @@ def make_problem(cfg: dict):
     return DOMAINS[cfg["model"]["domain"]](cfg)
 
 
-def output_schedule(cfg: dict) -> tuple[np.ndarray, np.ndarray] | None:
+def time_scale(cfg: dict, gamma_max: float) -> float:
+    """Multiplier from config times to model time: 1, or 1/gamma_max for e_folds."""
+    return 1.0 / gamma_max if cfg["time"]["t_end_units"] == "e_folds" else 1.0
+
+
+def output_schedule(cfg: dict, gamma_max: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
     """(diagnostic times, snapshot mask) for linear/log schedules; None for 'steps'."""
     t = cfg["time"]
-    t_end, n = t["t_end"], t["n_outputs"]
+    scale = time_scale(cfg, gamma_max)
+    t_end, n = t["t_end"] * scale, t["n_outputs"]
     if t["schedule"] == "steps":
         return None
     if t["schedule"] == "linear":
         snaps = np.linspace(0.0, t_end, n)
     else:
-        first = t["t_first"] or t_end / 1000.0
+        first = t["t_first"] * scale or t_end / 1000.0
         snaps = np.concatenate([[0.0], np.geomspace(first, t_end, n - 1)])
     sub = t["diagnostics_per_output"]
     times = [snaps[0]]

@@ -8,13 +8,15 @@ from meanfield.errors import InputError
 
 
 def parse_range(text: str, name: str) -> list[float]:
-    """START:STOP:STEP -> [START, START+STEP, ...], STOP excluded (like ``range``).
+    """START:STOP[:STEP] -> [START, START+STEP, ...], STOP excluded (like ``range``; STEP 1).
 
     Values are START + i*STEP (no accumulated rounding); a value within 1e-9 STEP of STOP
     counts as STOP and is excluded, so 0:1:0.1 gives ten values on every platform.
     """
     parts = text.split(":")
     allowed = "must be START:STOP:STEP with finite numbers, STEP > 0 and STOP > START"
+    if len(parts) == 2:
+        parts.append("1")
     if len(parts) != 3:
         raise InputError(name, allowed, text)
     try:

@@ -81,6 +81,8 @@ class CircleScheme:
         resolved (DESIGN.md section 2).
     integrator : {"ssprk3", "euler"}
     fft_threads : int, optional
+    fft_planner : {"estimate", "measure"}
+        See :class:`solvers.fft.RealFFT`: ``estimate`` is bit-reproducible across processes.
     """
 
     name = "base"
@@ -92,7 +94,7 @@ class CircleScheme:
                  time_unit: str = "raw", kernel: Kernel | None = None, cfl: float = 0.4,
                  dt: float | None = None, accuracy: float = 0.02,
                  integrator: str | None = None, fft_threads: int | None = None,
-                 fft_backend: str = "auto") -> None:
+                 fft_backend: str = "auto", fft_planner: str = "estimate") -> None:
         self.cells = check_positive(cells, "cells", integer=True, minimum=8, inclusive=True)
         self.model = check_model(model)
         self.time_unit = check_time_unit(time_unit, model)
@@ -121,14 +123,14 @@ class CircleScheme:
         m = self.cells
         self.dx = TWO_PI / m
         self.theta = (np.arange(m) + 0.5) * self.dx
-        self.fft = RealFFT(m, fft_threads, fft_backend)
+        self.fft = RealFFT(m, fft_threads, fft_backend, fft_planner)
         self._conv = circle_multipliers(self.kernel, m)             # c = W*mu at centres
         self._grad = circle_multipliers(self.kernel, m, derivative=1)  # d/dtheta W*mu
         # planned once per run: c alone, v alone (USA), or c and v from one transform (SA)
-        self._conv_op = CircularConvolution(m, [self._conv], fft_threads, fft_backend)
-        self._grad_op = CircularConvolution(m, [self._grad], fft_threads, fft_backend)
-        self._both_op = CircularConvolution(m, [self._conv, self._grad], fft_threads,
-                                            fft_backend)
+        ops = (fft_threads, fft_backend, fft_planner)
+        self._conv_op = CircularConvolution(m, [self._conv], *ops)
+        self._grad_op = CircularConvolution(m, [self._grad], *ops)
+        self._both_op = CircularConvolution(m, [self._conv, self._grad], *ops)
         k = np.arange(m // 2 + 1)
         self._sinc = np.sinc(k * self.dx / TWO_PI)
         lam = circle_multipliers(self.kernel, m, cell_averages=False).real

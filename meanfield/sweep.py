@@ -1,0 +1,468 @@
+"""Parameter sweeps: a Cartesian product of config values, one HDF5 file per run.
+
+``meanfield sweep CONFIG --param model.beta=1:12:0.5 --param initial.seed=0:3 -o DIR``
+
+* ``KEY=START:STOP:STEP`` gives START, START+STEP, ... with STOP excluded (like ``range``;
+  a value within 1e-9 STEP of STOP counts as STOP), ``KEY=v1,v2,...`` lists values (TOML
+  syntax; bare words are strings). Any config key can be swept.
+* Files are named from the parameters (``beta=5.5_seed=2.h5``). The client alone writes the
+  manifest ``DIR/sweep.json`` (base config, grid, per-run status and summary); workers
+  write only their own run file. Re-running is idempotent: complete runs are skipped,
+  interrupted runs resume from their checkpoint, failed runs are retried; ``--overwrite``
+  starts all again.
+* Executors behind one interface: in-process (jobs = 1), a local process pool, or Dask
+  distributed (an existing scheduler, or a LocalCluster started here).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meanfield import config as config_mod
+from meanfield.atomic import write_text_atomic
+from meanfield.errors import InputError
+from meanfield.ranges import parse_range
+
+MANIFEST = "sweep.json"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_H5 = "summary.h5"
+SUMMARY_FIELDS = ("k_max_predicted", "first_plateau_clusters", "final_clusters",
+                  "dominant_mode_at_exit", "exit_time", "exit_time_predicted",
+                  "growth_rate_measured",
+                  "growth_rate_predicted", "mass_drift", "min_density", "final_ebar",
+                  "wall_seconds", "steps")
+
+
+# ---------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class Param:
+    key: str            # section.key
+    values: tuple
+
+
+def parse_param(text: str) -> Param:
+    """``section.key=START:STOP:STEP`` or ``section.key=v1,v2,...``."""
+    if "=" not in text:
+        raise InputError("--param", "must be SECTION.KEY=START:STOP:STEP or "
+                         "SECTION.KEY=v1,v2,...", text)
+    key, spec = (s.strip() for s in text.split("=", 1))
+    if "." not in key:
+        raise InputError("--param", "key must be SECTION.KEY", key)
+    section, name = key.split(".", 1)
+    if section not in config_mod.SCHEMA or name not in config_mod.SCHEMA[section]:
+        raise InputError("--param", f"unknown config key {key!r} (see meanfield config)")
+    if not spec:
+        raise InputError("--param", "needs at least one value", text)
+    kind = config_mod.SCHEMA[section][name].kind
+    if spec.count(":") in (1, 2) and "," not in spec and kind not in (str, bool):
+        values = parse_range(spec, f"--param {key}")
+        if kind is int:
+            if not all(float(v).is_integer() for v in values):
+                raise InputError(f"--param {key}", "must give integers", spec)
+            values = [int(v) for v in values]
+    else:
+        values = [config_mod.parse_value(v.strip()) for v in spec.split(",") if v.strip()]
+        if not values:
+            raise InputError("--param", "needs at least one value", text)
+    return Param(key, tuple(values))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return format(v, ".10g")
+    return str(v).replace("/", "_").replace(" ", "_")
+
+
+def run_name(assignment: dict[str, Any]) -> str:
+    short = [k.split(".", 1)[1] for k in assignment]
+    use_short = len(set(short)) == len(short)
+    parts = [f"{k.split('.', 1)[1] if use_short else k}={_fmt(v)}" for k, v in assignment.items()]
+    return "_".join(parts) if parts else "run"
+
+
+@dataclass
+class RunSpec:
+    name: str
+    params: dict[str, Any]
+    path: str
+    config_text: str | None      # None when the combination is invalid
+    error: str | None = None
+    overwrite: bool = False
+
+
+def build_specs(base: dict, params: Sequence[Param], out_dir: Path,
+                overwrite: bool = False) -> list[RunSpec]:
+    specs = []
+    for combo in itertools.product(*(p.values for p in params)):
+        assignment = {p.key: v for p, v in zip(params, combo, strict=True)}
+        name = run_name(assignment)
+        path = str(out_dir / f"{name}.h5")
+        sets: dict[str, dict[str, Any]] = {}
+        for k, v in assignment.items():
+            s, n = k.split(".", 1)
+            sets.setdefault(s, {})[n] = v
+        try:
+            cfg = config_mod.merge(base, sets)
+            cfg["output"]["path"] = path
+            config_mod.check_consistency(cfg)
+            specs.append(RunSpec(name, assignment, path, config_mod.dumps(cfg), None, overwrite))
+        except InputError as exc:  # a bad combination fails that run, not the sweep
+            specs.append(RunSpec(name, assignment, path, None, str(exc), overwrite))
+    return specs
+
+
+# ---------------------------------------------------------------------------- one run
+def run_one(spec: RunSpec) -> dict[str, Any]:
+    """Run (or skip/resume) one spec in this process; never raises. Small result dict."""
+    os.environ.setdefault("MEANFIELD_FFT_THREADS", "1")
+    start = time.monotonic()
+    out: dict[str, Any] = {"name": spec.name, "params": spec.params, "path": spec.path,
+                           "pid": os.getpid()}
+    if spec.config_text is None:
+        return {**out, "status": "failed", "message": spec.error or "invalid configuration"}
+    try:
+        from meanfield.driver import execute
+        from meanfield.reader import open_run
+        from meanfield.storage import file_status
+
+        cfg = config_mod.from_text(spec.config_text)
+        overwrite = spec.overwrite or file_status(spec.path) == "failed"  # retry failures
+        summary = execute(cfg, spec.config_text, overwrite=overwrite, quiet=True)
+        out.update({"status": summary.status, "message": summary.message,
+                    "resumed": summary.resumed})
+        if summary.status in ("complete", "skipped"):
+            out["status"] = "complete"
+            out["skipped"] = summary.status == "skipped"
+            with open_run(spec.path) as run:
+                res = run.analyze()
+                out["steps"] = int(run.diagnostics["steps"][-1])
+            fit = res.get("growth_rate_fit") or {}
+            out["summary"] = {k: res.get(k) for k in SUMMARY_FIELDS if k in res}
+            out["summary"].update({"growth_rate_measured": fit.get("measured"),
+                                   "growth_rate_predicted": fit.get("predicted"),
+                                   "steps": out["steps"],
+                                   "wall_seconds": summary.wall_seconds})
+            out["metastable"] = res["metastable"]
+    except InputError as exc:
+        out.update({"status": "failed", "message": str(exc)})
+    except Exception as exc:  # a failing run is recorded, the sweep goes on
+        out.update({"status": "failed", "message": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=5)})
+    out["elapsed"] = time.monotonic() - start
+    return out
+
+
+def _worker_init() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "MEANFIELD_FFT_THREADS"):
+        os.environ[var] = "1"
+
+
+# ---------------------------------------------------------------------------- executors
+class Executor:
+    """Runs specs, calling ``done(result)`` as each finishes (in the client process)."""
+
+    name = "base"
+
+    def map(self, specs: list[RunSpec], done: Callable[[dict], None]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class InProcess(Executor):
+    name = "in-process"
+
+    def map(self, specs, done):
+        for spec in specs:
+            done(run_one(spec))
+
+
+class ProcessPool(Executor):
+    """Local processes; a killed worker breaks the pool: its runs are retried once in a
+    fresh pool, then recorded as failed."""
+
+    name = "process pool"
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def map(self, specs, done):
+        pending = list(specs)
+        for attempt in range(2):
+            if not pending:
+                return
+            broken: list[RunSpec] = []
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx,
+                                        initializer=_worker_init) as pool:
+                futs = {pool.submit(run_one, s): s for s in pending}
+                for fut in cf.as_completed(futs):
+                    try:
+                        done(fut.result())
+                    except cf.process.BrokenProcessPool:
+                        broken.append(futs[fut])
+            if attempt == 1:
+                for s in broken:
+                    done({"name": s.name, "params": s.params, "path": s.path,
+                          "status": "failed", "message": "worker process died (killed?)"})
+            pending = broken
+
+
+class DaskExecutor(Executor):
+    """Dask distributed: an existing scheduler or a LocalCluster; workers write the files."""
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, local_workers: int | None = None) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise InputError("--scheduler", "needs dask: pip install 'meanfield-pde[dask]'") \
+                from None
+        self.cluster = None
+        if address is not None:
+            try:
+                self.client = Client(address, timeout="5s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError("--scheduler", f"cannot connect to {address} "
+                                 f"({type(exc).__name__})") from None
+        else:
+            self.cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1,
+                                        processes=True, dashboard_address=None,
+                                        silence_logs=40)
+            self.client = Client(self.cluster)
+        self.client.run(_worker_init)
+
+    def map(self, specs, done):
+        from distributed import as_completed
+
+        futs = self.client.map(run_one, specs, pure=False, retries=1)
+        index = {f.key: s for f, s in zip(futs, specs, strict=True)}
+        for fut in as_completed(futs):
+            try:
+                done(fut.result())
+            except Exception as exc:  # worker lost twice, or unpicklable error
+                s = index[fut.key]
+                done({"name": s.name, "params": s.params, "path": s.path, "status": "failed",
+                      "message": f"dask: {type(exc).__name__}: {exc}"})
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+# ---------------------------------------------------------------------------- manifest
+@dataclass
+class Sweep:
+    out_dir: Path
+    base_text: str
+    params: list[Param]
+    specs: list[RunSpec]
+    runs: dict[str, dict] = field(default_factory=dict)
+
+    def manifest(self) -> dict:
+        return {"format": "meanfield-sweep", "base_config": self.base_text,
+                "params": [{"key": p.key, "values": list(p.values)} for p in self.params],
+                "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "runs": self.runs}
+
+    def save(self) -> None:
+        write_text_atomic(self.out_dir / MANIFEST, json.dumps(self.manifest(), indent=1,
+                                                              default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def load_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise InputError("DIR", f"has no {MANIFEST}: not a sweep folder", str(out_dir))
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise InputError("DIR", f"{MANIFEST} is not valid JSON", str(out_dir)) from None
+    if data.get("format") != "meanfield-sweep":
+        raise InputError("DIR", f"{MANIFEST} is not a meanfield sweep manifest", str(out_dir))
+    return data
+
+
+# ---------------------------------------------------------------------------- summary
+def write_summary(out_dir: Path, params: list[Param], runs: dict[str, dict]) -> None:
+    """CSV (one row per run) and an HDF5/netCDF table with the swept keys as dimensions."""
+    import h5py
+
+    from meanfield.atomic import atomic_path
+
+    keys = [p.key for p in params]
+    header = ["name", *keys, "status", *SUMMARY_FIELDS, "message"]
+    lines = [",".join(header)]
+    for name in sorted(runs):
+        r = runs[name]
+        s = r.get("summary") or {}
+        row = [name, *(_fmt(r["params"].get(k)) for k in keys), r["status"],
+               *("" if s.get(f) is None else _fmt(s[f]) for f in SUMMARY_FIELDS),
+               '"' + str(r.get("message", "")).replace('"', "'") + '"']
+        lines.append(",".join(row))
+    write_text_atomic(out_dir / SUMMARY_CSV, "\n".join(lines) + "\n")
+    axes = [sorted(set(p.values), key=lambda v: (isinstance(v, str), v)) for p in params]
+    shape = tuple(len(a) for a in axes)
+    with atomic_path(out_dir / SUMMARY_H5) as tmp, h5py.File(tmp, "w") as f:
+        dims = []
+        for p, ax in zip(params, axes, strict=True):
+            dname = p.key
+            data = np.array(ax, dtype=h5py.string_dtype()) if any(isinstance(v, str) for v in ax) \
+                else np.asarray(ax)
+            ds = f.create_dataset(dname, data=data)
+            ds.make_scale(dname)
+            dims.append(ds)
+        status = np.zeros(shape, dtype="i1")
+        tables = {fname: np.full(shape, np.nan) for fname in SUMMARY_FIELDS}
+        for r in runs.values():
+            idx = tuple(ax.index(r["params"][p.key]) for p, ax in zip(params, axes, strict=True))
+            status[idx] = {"complete": 1, "failed": -1}.get(r["status"], 0)
+            for fname, v in (r.get("summary") or {}).items():
+                if fname in tables and v is not None:
+                    tables[fname][idx] = v
+        for fname, arr in [("status", status), *tables.items()]:
+            ds = f.create_dataset(fname, data=arr)
+            for i, d in enumerate(dims):
+                ds.dims[i].attach_scale(d)
+                ds.dims[i].label = d.name.lstrip("/")
+        f["status"].attrs["meaning"] = "1 complete, -1 failed, 0 not run"
+        f.attrs["format"] = "meanfield-sweep-summary"
+
+
+def observed_table(params: list[Param], runs: dict[str, dict]) -> list[str]:
+    """beta, predicted k_max, observed first-plateau clusters (per seed) lines."""
+    bkey = "model.beta"
+    if bkey not in [p.key for p in params]:
+        return []
+    by_beta: dict[float, list] = {}
+    pred: dict[float, int] = {}
+    for r in runs.values():
+        b = r["params"][bkey]
+        s = r.get("summary") or {}
+        by_beta.setdefault(b, []).append(s.get("first_plateau_clusters"))
+        if s.get("k_max_predicted") is not None:
+            pred[b] = s["k_max_predicted"]
+    lines = [f"{'beta':>7} {'k_max':>5} {'observed clusters (first plateau)':>36} {'mean':>6}"]
+    for b in sorted(by_beta):
+        obs = by_beta[b]
+        vals = [o for o in obs if o is not None]
+        mean = f"{np.mean(vals):6.2f}" if vals else "   n/a"
+        shown = " ".join("-" if o is None else str(o) for o in obs)
+        lines.append(f"{b:7.3g} {pred.get(b, '?')!s:>5} {shown:>36} {mean}")
+    return lines
+
+
+# ---------------------------------------------------------------------------- driver
+def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str, *,
+              jobs: int | None = None, scheduler: str | None = None,
+              dask_local: int | None = None, overwrite: bool = False, quiet: bool = False,
+              sets: Iterable[str] = ()) -> tuple[dict[str, dict], list[Param]]:
+    """Validate, then run every combination; returns (runs, params)."""
+    base, base_text = config_mod.resolve(config_path, list(sets))
+    params = [parse_param(t) for t in param_texts]
+    if not params:
+        raise InputError("--param", "give at least one SECTION.KEY=VALUES to sweep")
+    dup = {p.key for p in params if [q.key for q in params].count(p.key) > 1}
+    if dup:
+        raise InputError("--param", "each key may be swept once", ", ".join(sorted(dup)))
+    if jobs is not None and jobs < 1:
+        raise InputError("--jobs", "must be an integer >= 1", jobs)
+    if dask_local is not None and dask_local < 1:
+        raise InputError("--dask-local", "must be an integer >= 1", dask_local)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("-o", "must be a folder", out_dir)
+    specs = build_specs(base, params, out, overwrite)
+    if scheduler is not None or dask_local is not None:
+        executor: Executor = DaskExecutor(scheduler, dask_local)
+    elif (jobs or os.cpu_count() or 1) == 1:
+        executor = InProcess()
+    else:
+        executor = ProcessPool(jobs or os.cpu_count() or 1)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = Sweep(out, base_text, params, specs)
+    previous = {}
+    if (out / MANIFEST).exists() and not overwrite:
+        try:
+            previous = load_manifest(out).get("runs", {})
+        except InputError:
+            previous = {}
+    for s in specs:
+        sweep.runs[s.name] = previous.get(s.name, {}) | {
+            "params": s.params, "path": s.path, "status": "pending"}
+    sweep.save()
+    counts = {"complete": 0, "skipped": 0, "failed": 0}
+    bar = None
+    if not quiet and sys.stderr.isatty() and not os.environ.get("MEANFIELD_NO_PROGRESS"):
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(specs), unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def done(res: dict) -> None:
+        sweep.runs[res["name"]] = res
+        if res["status"] == "complete":
+            counts["skipped" if res.get("skipped") else "complete"] += 1
+        else:
+            counts["failed"] += 1
+        sweep.save()
+        if bar is not None:
+            bar.update(1)
+            running = len(specs) - sum(counts.values())
+            bar.set_postfix_str(f"done {counts['complete']} skipped {counts['skipped']} "
+                                f"failed {counts['failed']} running/queued {running}")
+
+    try:
+        executor.map(specs, done)
+    finally:
+        executor.close()
+        if bar is not None:
+            bar.close()
+    write_summary(out, params, sweep.runs)
+    return sweep.runs, params
+
+
+def sweep_cli(args) -> int:
+    runs, params = run_sweep(args.config, args.param or [], args.output, jobs=args.jobs,
+                             scheduler=args.scheduler, dask_local=args.dask_local,
+                             overwrite=args.overwrite, quiet=args.quiet, sets=args.set or [])
+    statuses = [r["status"] for r in runs.values()]
+    n_failed = sum(s != "complete" for s in statuses)
+    n_skipped = sum(bool(r.get("skipped")) for r in runs.values())
+    for line in observed_table(params, runs):
+        print(line)
+    for r in runs.values():
+        if r["status"] != "complete":
+            print(f"failed: {r['name']}: {r.get('message', '')}")
+    print(f"sweep {args.output}: {len(runs)} runs, done {len(runs) - n_failed - n_skipped}, "
+          f"skipped {n_skipped}, failed {n_failed}; summary in "
+          f"{Path(args.output) / SUMMARY_CSV}")
+    return 1 if n_failed else 0
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
