@@ -12,11 +12,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_circle.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_particles.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -90,6 +90,19 @@ def cluster_count(p: np.ndarray, *, level: float = 2.0, min_mass: float = 0.01,
     return len(clusters)
 
 
+def wasserstein1_circle(p: np.ndarray, q: np.ndarray | None = None) -> float:
+    """Exact W_1 on the circle between two densities on the same M cells (q: uniform).
+
+    W_1 = min_c integral |F - G - c| d theta = integral |F - G - median(F - G)| d theta, with
+    F, G the cumulative distributions (both normalised to mass 1).
+    """
+    p = np.asarray(p, float)
+    dx = TWO_PI / p.size
+    q = np.full(p.size, 1.0 / TWO_PI) if q is None else np.asarray(q, float)
+    diff = np.cumsum(p / (p.sum() * dx) - q / (q.sum() * dx)) * dx
+    return float(np.sum(np.abs(diff - np.median(diff))) * dx)
+
+
 def metastable_intervals(times: np.ndarray, counts: np.ndarray) -> list[dict[str, Any]]:
     """Maximal runs of snapshots with the same non-zero cluster count: {k, t_start, t_end, n}."""
     out = []

@@ -66,6 +66,13 @@ def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = Fa
     if overwrite:
         return "fresh"
     if status == "complete":
+        import h5py
+
+        with h5py.File(final, "r") as f:
+            stored = str(f.attrs.get("config_text", ""))
+        if stored != cfg_text:
+            raise InputError("output.path", "holds a complete run of a different "
+                             "configuration; use --overwrite or another output path", str(final))
         return "skip"
     if ckpt.exists():
         try:

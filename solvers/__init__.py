@@ -1,6 +1,6 @@
 """Numerical schemes (layer 2). Schemes know nothing of files, configs or the CLI."""
 
-from solvers import circle
+from solvers import circle, particles
 from solvers.integrators import CFLWarning, SolverError
 
-__all__ = ["CFLWarning", "SolverError", "circle"]
+__all__ = ["CFLWarning", "SolverError", "circle", "particles"]

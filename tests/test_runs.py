@@ -234,3 +234,13 @@ def test_cli_run_analyze_json_and_plots(tmp_path):
                                       "r_snapshots.png", "r_spacetime.png"]
     for p in pngs:
         assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 15_000
+
+
+def test_complete_run_of_other_config_is_not_silently_kept(tmp_path):
+    _run(tmp_path, ["model.beta=3"], "x.h5")
+    cfg, text = config.resolve(None, [*SMALL, "model.beta=4"], str(tmp_path / "x.h5"))
+    with pytest.raises(ValueError, match="different configuration"):
+        execute(cfg, text, quiet=True)
+    assert execute(cfg, text, overwrite=True, quiet=True).status == "complete"
+    with open_run(tmp_path / "x.h5") as run:
+        assert run.config["model"]["beta"] == 4.0
