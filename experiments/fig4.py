@@ -20,7 +20,7 @@ OUT = Path("data/experiments/fig4")
 
 
 def main() -> int:
-    runs, _ = run_sweep(str(HERE / "fig4.toml"), ["initial.seed=0:8"], str(OUT))
+    run_sweep(str(HERE / "fig4.toml"), ["initial.seed=0:8"], str(OUT))
     import matplotlib
 
     matplotlib.use("Agg")
