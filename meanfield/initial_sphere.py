@@ -245,9 +245,10 @@ def from_particles(x, phi, points, weights=None, *, kappa: float | None = None) 
 
     ``points`` (N, 3) are normalised to the sphere; ``weights`` default to 1/N and are
     normalised to sum 1. Without ``kappa``: each particle's weight goes to the grid cell
-    around its nearest node (cells bounded by mid-longitudes and, on a Gauss-Legendre grid,
-    by latitude edges whose x-widths equal the Gauss weights, so the grid quadrature gives
-    mass exactly 1) divided by the cell area. With ``kappa``: the kernel density estimate
+    around its nearest node (uniform ``phi``; cells bounded by mid-longitudes and, on a
+    Gauss-Legendre grid, by latitude edges whose x-widths equal the Gauss weights, so the
+    grid quadrature gives mass exactly 1) divided by the cell area. A histogram is rough:
+    a spectral solver's projection of it rings. With ``kappa``: the kernel density estimate
         p(x) = sum_j w_j C(kappa) e^{kappa(<x, x_j> - 1)},
     smooth and band-limited in practice for kappa << lmax^2 (bandwidth ~ 1/sqrt(kappa)).
     """
@@ -278,6 +279,17 @@ def from_particles(x, phi, points, weights=None, *, kappa: float | None = None) 
     return hist.reshape(xa.size, nphi) / (widths[:, None] * dphi)
 
 
-__all__ = ["direction", "from_particles", "from_real_coefficients", "gauss_grid", "harmonic",
-           "real_harmonic", "real_harmonic_coefficients", "token_noise", "unit_vectors",
-           "uniform", "vmf_normaliser", "von_mises_fisher"]
+__all__ = [
+    "direction",
+    "from_particles",
+    "from_real_coefficients",
+    "gauss_grid",
+    "harmonic",
+    "real_harmonic",
+    "real_harmonic_coefficients",
+    "token_noise",
+    "uniform",
+    "unit_vectors",
+    "vmf_normaliser",
+    "von_mises_fisher",
+]
