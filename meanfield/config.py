@@ -68,11 +68,33 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         allowed="a number > 0"),
         "integrator": Key("ssprk3", str, "ssprk3 | euler (lf is always euler)",
                           ("ssprk3", "euler")),
+        "filter": Key(False, bool, "sphere: exponential spectral filter after every step"),
         "fft_threads": Key(1, int, "FFTW threads per run", check=_ge(1),
                            allowed="an integer >= 1"),
         "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure (faster "
                            "at M >= 16384, plans may differ between processes)",
                            ("estimate", "measure")),
+    },
+    "particles": {
+        "count": Key(1000, int, "number of tokens N (domain particles)", check=_ge(1),
+                     allowed="an integer >= 1"),
+        "integrator": Key("rk4", str, "euler (papers) | rk4 | adaptive (Dormand-Prince 5(4))",
+                          ("euler", "rk4", "adaptive")),
+        "dt": Key(0.0, NUM, "fixed step (euler, rk4); 0 = from the velocity Lipschitz bound "
+                  "and 0.02/gamma_max", check=_ge(0), allowed="a number >= 0"),
+        "rtol": Key(1e-8, NUM, "adaptive: relative tolerance", check=_gt(0),
+                    allowed="a number > 0"),
+        "atol": Key(1e-10, NUM, "adaptive: absolute tolerance", check=_gt(0),
+                    allowed="a number > 0"),
+        "mask": Key("none", str, "none | causal (token i attends to j <= i)",
+                    ("none", "causal")),
+        "qkv": Key("identity", str, "identity | gaussian | orthogonal | symmetric-psd | "
+                   "path to a .npz with Q, K, V"),
+        "qkv_scale": Key(1.0, NUM, "scale of the random Q, K, V ensembles", check=_ge(0),
+                         allowed="a number >= 0"),
+        "normalization": Key("1/N", str, "USA prefactor: 1/N | 1 | 1/N^2", ("1/N", "1", "1/N^2")),
+        "batch": Key(1, int, "independent systems simulated together (seeds)", check=_ge(1),
+                     allowed="an integer >= 1"),
     },
     "initial": {
         "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file",
@@ -117,6 +139,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]"),
         "wall_seconds": Key(0.0, NUM, "stop after this wall-clock time, resumable (0 = never)",
                             check=_ge(0), allowed="a number >= 0"),
+        "unresolved": Key(True, bool, "sphere: stop (complete, with a message) once the "
+                          "spectrum tail says the solution is no longer resolved"),
     },
     "output": {
         "path": Key("data/run.h5", str, "output HDF5 file"),
@@ -131,6 +155,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              check=_gt(1), allowed="a number > 1"),
         "cluster_min_mass": Key(0.01, NUM, "clusters lighter than this are ignored",
                                 check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
+        "cluster_eps": Key(0.01, NUM, "particles on S^{d-1}, d >= 3: tokens with "
+                           "<x_i, x_j> > 1 - eps are linked", check=lambda v: 0 < v <= 2,
+                           allowed="a number in (0, 2]"),
         "exit_threshold": Key(0.3, NUM, "exit from uniform when TV distance exceeds this",
                               check=lambda v: 0 < v < 1, allowed="a number in (0, 1)"),
         "min_plateau_outputs": Key(3, int, "snapshots a metastable plateau must span",
@@ -143,8 +170,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: defaults that depend on model.domain, applied to keys the user did not set
+DOMAIN_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "sphere": {"model": {"dim": 3}, "discretization": {"scheme": "spectral"},
+               "initial": {"kind": "tokens"}},
+    "zonal": {"model": {"dim": 3}, "discretization": {"scheme": "fv", "cells": 512},
+              "initial": {"kind": "tokens"}},
+    "particles": {"initial": {"kind": "uniform"}},
+}
+
 #: domains whose solvers exist in this version
-IMPLEMENTED_DOMAINS = {"circle"}
+IMPLEMENTED_DOMAINS = {"circle", "particles", "sphere", "zonal"}
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -238,6 +274,38 @@ def check_consistency(cfg: dict) -> None:
         if i["kind"] == "tokens" and 2 * i["cutoff"] + 2 > d["cells"]:
             raise InputError("initial.cutoff", "must be <= (discretization.cells - 2)/2",
                              i["cutoff"])
+    if m["domain"] == "sphere":
+        if m["dim"] != 3:
+            raise InputError("model.dim", "must be 3 for model.domain = 'sphere'", m["dim"])
+        if d["scheme"] != "spectral":
+            raise InputError("discretization.scheme", "must be 'spectral' on the sphere",
+                             d["scheme"])
+        if d["cfl"] > 0.55:
+            raise InputError("discretization.cfl", "must be <= 0.55 on the sphere", d["cfl"])
+    if m["domain"] == "zonal" and d["scheme"] != "fv":
+        raise InputError("discretization.scheme", "must be 'fv' for model.domain = 'zonal'",
+                         d["scheme"])
+    if m["domain"] in ("sphere", "zonal"):
+        if i["kind"] == "mode" and m["domain"] == "sphere" and i["mode"] > d["lmax"]:
+            raise InputError("initial.mode", "must be <= discretization.lmax", i["mode"])
+        if i["kind"] == "bumps" and m["domain"] == "sphere" and len(i["centres"]) % 2:
+            raise InputError("initial.centres", "must list (lat, lon) pairs in degrees on the "
+                             "sphere")
+        if cfg["time"]["schedule"] == "steps":
+            raise InputError("time.schedule", "must be linear or log on the sphere and zonal")
+    if m["domain"] == "particles":
+        if i["kind"] not in ("uniform", "noise", "tokens", "file"):
+            raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
+                             "uniform tokens) or file for model.domain = 'particles'", i["kind"])
+        if cfg["time"]["schedule"] == "steps":
+            raise InputError("time.schedule", "must be linear or log for particles")
+        p = cfg["particles"]
+        if p["normalization"] != "1/N" and m["model"] != "usa":
+            raise InputError("particles.normalization", "applies to model.model = 'usa' only")
+        if cfg["time"]["t_end_units"] == "e_folds" and (p["mask"] != "none"
+                                                         or p["qkv"] != "identity"):
+            raise InputError("time.t_end_units", "'e_folds' needs particles.mask = 'none' and "
+                             "particles.qkv = 'identity' (gamma_max is known only then)")
     if d["dt_per_dx"] > 0 and d["scheme"] != "lf":
         raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
     if i["kind"] == "bumps":
@@ -257,6 +325,7 @@ def resolve(path: str | Path | None = None, sets: Iterable[str] = (),
             output: str | None = None) -> tuple[dict, str]:
     """Defaults <- TOML file <- ``--set`` overrides <- ``-o``; returns (config, TOML text)."""
     cfg = defaults()
+    explicit: set[tuple[str, str]] = set()
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -266,11 +335,24 @@ def resolve(path: str | Path | None = None, sets: Iterable[str] = (),
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InputError("CONFIG", f"is not valid TOML ({exc})", str(path)) from None
         cfg = merge(cfg, data, f" in {p.name}")
-    cfg = merge(cfg, parse_set(sets))
+        explicit |= {(s, k) for s, v in data.items() if isinstance(v, Mapping) for k in v}
+    overrides = parse_set(sets)
+    cfg = merge(cfg, overrides)
+    explicit |= {(s, k) for s, v in overrides.items() for k in v}
+    cfg = apply_domain_defaults(cfg, explicit)
     if output is not None:
         cfg["output"]["path"] = output
     check_consistency(cfg)
     return cfg, dumps(cfg)
+
+
+def apply_domain_defaults(cfg: dict, explicit: set[tuple[str, str]]) -> dict:
+    """Fill keys the user left unset with the defaults of model.domain (e.g. sphere: d = 3)."""
+    for section, values in DOMAIN_DEFAULTS.get(cfg["model"]["domain"], {}).items():
+        for key, value in values.items():
+            if (section, key) not in explicit:
+                cfg[section][key] = value
+    return cfg
 
 
 def from_text(text: str) -> dict:

@@ -15,7 +15,7 @@ from meanfield import config as config_mod
 from meanfield import storage
 from meanfield.errors import InputError
 from meanfield.problems import make_problem, output_schedule, time_scale
-from solvers.integrators import SolverError, StepStats
+from solvers.integrators import SolverError
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: resumable, run again
 
@@ -107,13 +107,13 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
     if action == "fresh":
         state = problem.initial_state()
         _remove_outputs(final)
-        stats = StepStats()
+        stats = problem.new_stats()
         t, index = 0.0, 0
         attrs = storage.base_attrs(config_mod.flat(cfg), cfg_text, problem.attrs())
         writer = storage.RunWriter.create(
             storage.partial_path(final), attrs, problem.coords, problem.field,
             problem.field_dims, problem.field_attrs, problem.diag_specs,
-            out["compression"], out["compression_level"])
+            out["compression"], out["compression_level"], problem.static)
     else:
         live = storage.restore_live_from_checkpoint(final)
         writer = storage.RunWriter.reopen(live, out["compression"], out["compression_level"])
@@ -145,9 +145,12 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed) -
         writer.checkpoint(final, arrays, scalars, status)
 
     def summary(status, message=""):
+        mode = diag.get("dominant_mode", diag.get("dominant_degree"))
+        ebar = diag.get("ebar")
         return RunSummary(str(final), status, message, t, stats.steps,
-                          time.monotonic() - start, resumed, diag.get("dominant_mode"),
-                          diag.get("ebar"))
+                          time.monotonic() - start, resumed,
+                          None if mode is None else int(np.ravel(mode)[0]),
+                          None if ebar is None else float(np.min(ebar)))
 
     try:
         if schedule is None:  # every n steps
@@ -186,13 +189,27 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed) -
             index += 1
             if bar is not None:
                 bar.update(t - bar.n)
-                bar.set_postfix_str(f"dt={stats.last_dt:.2e} mode={diag['dominant_mode']}",
-                                    refresh=False)
-            if stop["ebar_above"] > 0 and diag.get("ebar", 0) > stop["ebar_above"]:
+                mode = diag.get("dominant_mode", diag.get("dominant_degree"))
+                mode = int(np.ravel(mode)[0]) if mode is not None else "-"
+                bar.set_postfix_str(f"dt={stats.last_dt:.2e} mode={mode}", refresh=False)
+            if deadline is not None and time.monotonic() > deadline and index < (
+                    n_targets or index + 1):
+                checkpoint("interrupted")
+                return _interrupted(writer, final, summary)
+            if stop["unresolved"] and "resolved" in diag and not diag["resolved"]:
+                if not snap:
+                    writer.append_snapshot(t, problem.snapshot(state))
+                msg = (f"stopped at t = {t:.6g}: no longer resolved (spectral tail fraction "
+                       f"{diag.get('tail_fraction', float('nan')):.2e}); raise lmax, or set "
+                       "stop.unresolved = false")
+                writer.finish(final, "complete", msg)
+                return summary("complete", msg)
+            if stop["ebar_above"] > 0 and np.min(diag.get("ebar", 0)) > stop["ebar_above"]:
                 if not snap:
                     writer.append_snapshot(t, problem.snapshot(state))
                 writer.finish(final, "complete",
-                              f"stopped at Ebar = {diag['ebar']:.4f} > {stop['ebar_above']}")
+                              f"stopped at Ebar = {np.min(diag['ebar']):.4f} > "
+                              f"{stop['ebar_above']}")
                 return summary("complete", f"stopped early: Ebar > {stop['ebar_above']}")
             now = time.monotonic()
             if now - last_ckpt >= out["checkpoint_seconds"]:

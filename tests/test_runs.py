@@ -230,7 +230,7 @@ def test_cli_run_analyze_json_and_plots(tmp_path):
     res = _cli("plot", "r.h5", "-o", "figs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     pngs = sorted((tmp_path / "figs").glob("*.png"))
-    assert [p.name for p in pngs] == ["r_clusters.png", "r_energy.png", "r_fourier.png",
+    assert [p.name for p in pngs] == ["r_clusters.png", "r_energy.png", "r_modes.png",
                                       "r_snapshots.png", "r_spacetime.png"]
     for p in pngs:
         assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 15_000
