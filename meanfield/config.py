@@ -175,7 +175,7 @@ DOMAIN_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "sphere": {"model": {"dim": 3}, "discretization": {"scheme": "spectral"},
                "initial": {"kind": "tokens"}},
     "zonal": {"model": {"dim": 3}, "discretization": {"scheme": "fv", "cells": 512},
-              "initial": {"kind": "tokens"}},
+              "initial": {"kind": "tokens", "cutoff": 16}},
     "particles": {"initial": {"kind": "uniform"}},
 }
 

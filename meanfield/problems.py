@@ -249,11 +249,14 @@ class ParticlesProblem:
             self.coords["component"] = (np.arange(m["dim"]), {"long_name": "ambient axis"})
             self.field_attrs = {"long_name": "token positions, unit vectors in R^d"}
         at = s.attention
-        self.static = {"Q": (at.Q, {"long_name": "query matrix"}),
-                       "K": (at.K, {"long_name": "key matrix"}),
-                       "V": (at.V, {"long_name": "value matrix"}),
+        self.coords["row"] = (np.arange(m["dim"]), {"long_name": "matrix row"})
+        self.coords["col"] = (np.arange(m["dim"]), {"long_name": "matrix column"})
+        rc = ("row", "col")
+        self.static = {"Q": (at.Q, {"long_name": "query matrix"}, rc),
+                       "K": (at.K, {"long_name": "key matrix"}, rc),
+                       "V": (at.V, {"long_name": "value matrix"}, rc),
                        "masses": (np.broadcast_to(s.masses, (1, pc["count"]))[0],
-                                  {"long_name": "token masses (mean 1)"})}
+                                  {"long_name": "token masses (mean 1)"}, ("particle",))}
         per = ("system",)
         self.diag_specs = {
             "energy": (per, "f8", {"long_name": "E (see solvers.particles)"}),
@@ -489,8 +492,10 @@ class ZonalProblem(CircleProblem):
             a = rng.standard_normal(kc) / np.sqrt(s.area * i["tokens"])
             p0 = s.uniform() + s.cell_average_matrix(kc)[:, 1:] @ a
             if p0.min() < 0:
-                raise InputError("initial.tokens", "too few tokens: the noise makes the "
-                                 "density negative", i["tokens"])
+                raise InputError("initial.tokens", "too few tokens for this cutoff and d: the "
+                                 "noise (concentrated at the poles, where dim H_k ~ k^{d-2}) "
+                                 "makes the density negative; raise initial.tokens or lower "
+                                 "initial.cutoff", i["tokens"])
         elif kind == "bumps":  # rings at polar angles c (caps at 0 and pi)
             cen = np.asarray(i["centres"], float)
             mass = np.asarray(i["masses"] or [1.0 / cen.size] * cen.size, float)

@@ -71,7 +71,8 @@ class RunWriter:
                field_dims: tuple[str, ...], field_attrs: dict,
                diag_specs: Mapping[str, tuple[tuple[str, ...], str, dict]],
                compression: str = "gzip", level: int = 4,
-               static: Mapping[str, tuple[np.ndarray, dict]] | None = None) -> RunWriter:
+               static: Mapping[str, tuple[np.ndarray, dict, tuple[str, ...]]] | None = None,
+               ) -> RunWriter:
         """``diag_specs``: name -> (extra dims, dtype, attrs) of each diagnostic series."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # default (earliest) format: no "open for write" flag, so a flushed copy opens cleanly
@@ -91,9 +92,12 @@ class RunWriter:
             ds = f.create_dataset(name, data=np.asarray(values))
             ds.attrs.update(cattrs)
             ds.make_scale(name)
-        for name, (values, sattrs) in (static or {}).items():
+        for name, (values, sattrs, sdims) in (static or {}).items():
             ds = f.create_dataset(name, data=np.asarray(values))
             ds.attrs.update(sattrs)
+            for i, d in enumerate(sdims):
+                ds.dims[i].attach_scale(f[d])
+                ds.dims[i].label = d
         shape = tuple(f[d].shape[0] for d in field_dims)
         row_bytes = 8 * int(np.prod(shape))
         rows = max(1, min(64, (1 << 20) // max(row_bytes, 1)))

@@ -110,6 +110,9 @@ class CircleScheme:
         self.integrator = integ
         if kernel is None:
             self.beta = check_beta(beta)
+            if model == "usa" and time_unit == "raw" and self.beta > 700:
+                raise InputError("beta", "raw-time USA velocities ~ e^beta overflow float64 "
+                                 "beyond beta ~ 709: use time_unit='scaled'", self.beta)
             # compute with the scaled kernel e^{beta(t-1)}/beta: no overflow for any beta;
             # USA raw multiplies velocities by e^{beta} (finite up to beta ~ 700)
             self.kernel: Kernel = ExponentialKernel(self.beta, "scaled")

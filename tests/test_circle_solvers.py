@@ -189,6 +189,7 @@ def test_lf_paper_step_blows_up_at_beta7_with_clear_error():
     ({"cfl": 0.0}, "cfl"),
     ({"cfl": 1.5}, "cfl"),
     ({"model": "xx"}, "model"),
+    ({"beta": 800.0}, "scaled"),
 ])
 def test_bad_construction(kwargs, param):
     args = {"cells": 64, "beta": 1.0}
