@@ -18,6 +18,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_circle.py
 	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_particles.py
+	$(PY) benchmarks/bench_sphere.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
