@@ -62,12 +62,14 @@ class RealFFT:
             self._rin = pyfftw.empty_aligned(self.n, dtype="float64")
             self._cout = pyfftw.empty_aligned(m, dtype="complex128")
             self._cin = pyfftw.empty_aligned(m, dtype="complex128")
+            self._padded_from = -1  # length of the data last written by forward_padded
             self._rout = pyfftw.empty_aligned(self.n, dtype="float64")
             if planner not in ("estimate", "measure"):
                 raise ValueError(f"planner: must be estimate or measure (got {planner!r})")
             flags = (f"FFTW_{planner.upper()}", "FFTW_DESTROY_INPUT")
+            # r2c preserves its input: a zero-padded tail stays zero between calls
             self._fwd = pyfftw.FFTW(self._rin, self._cout, direction="FFTW_FORWARD",
-                                    flags=flags, threads=self.threads)
+                                    flags=(flags[0],), threads=self.threads)
             self._bwd = pyfftw.FFTW(self._cin, self._rout, direction="FFTW_BACKWARD",
                                     flags=flags, threads=self.threads)
         else:
@@ -79,6 +81,7 @@ class RealFFT:
         """rfft(x)."""
         if self.backend == "pyfftw":
             self._rin[:] = x
+            self._padded_from = -1
             self._fwd.execute()
             return self._cout.copy()
         return self._sfft.rfft(x, workers=self.threads)
@@ -95,7 +98,9 @@ class RealFFT:
         """rfft of x zero-padded to length n."""
         if self.backend == "pyfftw":
             self._rin[: x.size] = x
-            self._rin[x.size :] = 0.0
+            if self._padded_from != x.size:
+                self._rin[x.size :] = 0.0
+                self._padded_from = x.size
             self._fwd.execute()
             return self._cout.copy()
         return self._sfft.rfft(x, n=self.n, workers=self.threads)
@@ -104,6 +109,7 @@ class RealFFT:
         """irfft(multiplier * rfft(x)): one planned pair, no extra copies."""
         if self.backend == "pyfftw":
             self._rin[:] = x
+            self._padded_from = -1
             self._fwd.execute()
             np.multiply(self._cout, multiplier, out=self._cin)
             self._bwd.execute()
