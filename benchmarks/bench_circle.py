@@ -9,34 +9,14 @@ Then the speed-up of our FFT Lax-Friedrichs step over a direct O(M^2) circular c
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 
 import numpy as np
+from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
 from meanfield import initial
 from solvers.circle import make_scheme
 from solvers.fft import RealFFT
-
-
-def best_time(fn, repeat: int = 5, min_time: float = 0.05) -> float:
-    """Best per-call time over ``repeat`` batches of calls lasting >= ``min_time``."""
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if time.perf_counter() - t0 >= min_time:
-            break
-        n *= 2
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
 
 
 def clustered_state(m: int) -> np.ndarray:

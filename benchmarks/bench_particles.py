@@ -9,33 +9,14 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import tracemalloc
 
 import numpy as np
+from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
 from solvers.particles import ParticleSystem
-
-
-def best_time(fn, repeat: int = 3, min_time: float = 0.05) -> float:
-    """Best per-call time over ``repeat`` batches of calls lasting >= ``min_time``."""
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if time.perf_counter() - t0 >= min_time:
-            break
-        n *= 2
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
 
 
 def fast_path_large(n: int = 10**6, beta: float = 5.0) -> None:

@@ -11,32 +11,13 @@ $MEANFIELD_FFT_THREADS says otherwise.
 
 from __future__ import annotations
 
-import math
 import sys
-import time
+
+from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
 from meanfield import initial_sphere as ins
 from solvers.integrators import StepStats, advance
 from solvers.sphere import Spectral
-
-
-def best_time(fn, repeat: int = 5, min_time: float = 0.05) -> float:
-    """Best per-call time over ``repeat`` batches of calls lasting >= ``min_time``."""
-    n = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        if time.perf_counter() - t0 >= min_time:
-            break
-        n *= 2
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
 
 
 def clustered_state(solver: Spectral):

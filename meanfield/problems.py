@@ -30,6 +30,22 @@ CONVENTIONS = (
 )
 
 
+def common_specs(measure: str) -> dict[str, tuple]:
+    """Diagnostic series every density solver records: name -> (extra dims, dtype, attrs)."""
+    scalar = ((), "f8")
+    return {
+        "mass": (*scalar, {"long_name": f"integral of p {measure}"}),
+        "min_density": (*scalar, {"long_name": "min p"}),
+        "max_density": (*scalar, {"long_name": "max p"}),
+        "energy": (*scalar, {"long_name": "E = (1/2) iint W dmu dmu (time unit of the run)"}),
+        "ebar": (*scalar, {"long_name": "normalised energy 2 beta exp(-beta) E"}),
+        "max_speed": (*scalar, {"long_name": "max |v|"}),
+        "tv_distance": (*scalar, {"long_name": "(1/2) integral |p - mean(p)|"}),
+        "dt": (*scalar, {"long_name": "last time step"}),
+        "steps": ((), "i8", {"long_name": "time steps taken"}),
+    }
+
+
 class CircleProblem:
     """The mean-field PDE on S^1 (schemes fv2, rusanov, lf)."""
 
@@ -54,19 +70,9 @@ class CircleProblem:
         }
         self.field_attrs = {"long_name": "probability density w.r.t. d theta (cell averages)",
                             "units": "1/rad"}
-        scalar = ((), "f8")
-        self.diag_specs = {
-            "mass": (*scalar, {"long_name": "integral of p d theta"}),
-            "min_density": (*scalar, {"long_name": "min p"}),
-            "max_density": (*scalar, {"long_name": "max p"}),
-            "energy": (*scalar, {"long_name": "E = (1/2) iint W dmu dmu (time unit of the run)"}),
-            "ebar": (*scalar, {"long_name": "normalised energy 2 beta exp(-beta) E"}),
-            "angular_momentum": (*scalar, {"long_name": "integral v p d theta"}),
-            "max_speed": (*scalar, {"long_name": "max |v|"}),
-            "tv_distance": (*scalar, {"long_name": "(1/2) integral |p - mean(p)| d theta"}),
+        self.diag_specs = common_specs("d theta") | {
+            "angular_momentum": ((), "f8", {"long_name": "integral v p d theta"}),
             "dominant_mode": ((), "i4", {"long_name": "argmax_{k>=1} |p_hat_k|"}),
-            "dt": (*scalar, {"long_name": "last time step"}),
-            "steps": ((), "i8", {"long_name": "time steps taken"}),
             "fourier": (("mode",), "f8", {"long_name": "|p_hat_k| = |integral p e^{-ik theta}|"}),
         }
 
@@ -377,20 +383,10 @@ class SphereProblem(CircleProblem):
         }
         self.field_attrs = {"long_name": "probability density w.r.t. the surface measure of "
                             "S^2 (grid values)", "units": "1/sr"}
-        sc = ((), "f8")
-        self.diag_specs = {
-            "mass": (*sc, {"long_name": "integral of p dsigma (Gauss quadrature)"}),
-            "min_density": (*sc, {"long_name": "min p on the grid"}),
-            "max_density": (*sc, {"long_name": "max p on the grid"}),
-            "energy": (*sc, {"long_name": "E = (1/2) iint W dmu dmu (time unit of the run)"}),
-            "ebar": (*sc, {"long_name": "normalised energy 2 beta exp(-beta) E"}),
-            "max_speed": (*sc, {"long_name": "max |v|"}),
-            "tv_distance": (*sc, {"long_name": "(1/2) integral |p - mean(p)| dsigma"}),
-            "tail_fraction": (*sc, {"long_name": "power fraction in the top degrees"}),
+        self.diag_specs = common_specs("dsigma (Gauss quadrature)") | {
+            "tail_fraction": ((), "f8", {"long_name": "power fraction in the top degrees"}),
             "resolved": ((), "i1", {"long_name": "1 if the spectrum tail is below threshold"}),
             "dominant_degree": ((), "i4", {"long_name": "argmax_{l>=1} power_l"}),
-            "dt": (*sc, {"long_name": "last time step"}),
-            "steps": ((), "i8", {"long_name": "time steps taken"}),
             "power": (("degree",), "f8", {"long_name": "P_l = sum_m |p_lm|^2 (orthonormal "
                                           "harmonics)"}),
         }
@@ -455,18 +451,8 @@ class ZonalProblem(CircleProblem):
         }
         self.field_attrs = {"long_name": "density w.r.t. the surface measure of S^{d-1} "
                             "(cell averages in the weighted measure)"}
-        sc = ((), "f8")
-        self.diag_specs = {
-            "mass": (*sc, {"long_name": "integral of p dsigma"}),
-            "min_density": (*sc, {"long_name": "min p"}),
-            "max_density": (*sc, {"long_name": "max p"}),
-            "energy": (*sc, {"long_name": "E = (1/2) iint W dmu dmu (time unit of the run)"}),
-            "ebar": (*sc, {"long_name": "normalised energy 2 beta exp(-beta) E"}),
-            "max_speed": (*sc, {"long_name": "max |v|"}),
-            "tv_distance": (*sc, {"long_name": "(1/2) integral |p - mean(p)| dsigma"}),
+        self.diag_specs = common_specs("dsigma") | {
             "dominant_degree": ((), "i4", {"long_name": "argmax_{k>=1} |a_k|"}),
-            "dt": (*sc, {"long_name": "last time step"}),
-            "steps": ((), "i8", {"long_name": "time steps taken"}),
             "gegenbauer": (("degree",), "f8", {"long_name": "a_k = integral p Z_k dsigma"}),
         }
 

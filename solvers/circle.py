@@ -28,7 +28,6 @@ Schemes (registry ``SCHEMES``):
 from __future__ import annotations
 
 import math
-import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,7 +38,14 @@ from meanfield.coefficients import circle_multipliers
 from meanfield.errors import InputError
 from meanfield.kernels import ExponentialKernel, Kernel
 from solvers.fft import CircularConvolution, RealFFT
-from solvers.integrators import INTEGRATORS, SolverError, StepStats, advance
+from solvers.integrators import (
+    INTEGRATORS,
+    SolverError,
+    StepStats,
+    advance,
+    output_times,
+    run_outputs,
+)
 
 TWO_PI = 2.0 * math.pi
 
@@ -303,31 +309,11 @@ class CircleScheme:
         non-finite density.
         """
         q = self.split(self.check_density(p0))
-        t_end = check_positive(t_end, "t_end", inclusive=True)
-        out_times = np.unique(np.asarray([0.0, t_end] if times is None else times, float))
-        if out_times.size and (out_times[0] < 0 or out_times[-1] > t_end * (1 + 1e-12)
-                               or not np.all(np.isfinite(out_times))):
-            raise InputError("times", f"must lie in [0, t_end = {t_end:g}]")
-        stats = StepStats()
-        t = 0.0
-        dens, diags = [], []
-        start = _time.perf_counter()
-        for target in out_times:
-            q, t = self.advance(q, t, float(target), stats)
-            d = self.diagnostics(q, modes)
-            d["dt"] = stats.last_dt
-            p = self.join(q)
-            dens.append(p)
-            diags.append(d)
-            if observer is not None:
-                observer(t, p, d)
-        if t < t_end:
-            q, t = self.advance(q, t, t_end, stats)
-        keys = diags[0].keys() if diags else []
-        diag_arrays = {k: np.array([d[k] for d in diags]) for k in keys}
-        return CircleResult(self.theta.copy(), out_times, np.array(dens), diag_arrays,
-                            stats.steps, stats.max_courant, self.name,
-                            {"wall_seconds": _time.perf_counter() - start})
+        t_end, out_times = output_times(times, t_end)
+        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes)
+        return CircleResult(self.theta.copy(), out_times, r["density"], r["diagnostics"],
+                            r["stats"].steps, r["stats"].max_courant, self.name,
+                            {"wall_seconds": r["wall_seconds"]})
 
 
 class FiniteVolume(CircleScheme):

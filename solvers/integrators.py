@@ -126,3 +126,46 @@ def advance(scheme, p: np.ndarray, t: float, t_target: float, *, integrator: str
         stats.max_courant = max(stats.max_courant, courant)
         _check(scheme, p, t, stats.steps, dt, courant, floor)
     return p, t
+
+
+def output_times(times, t_end: float) -> tuple[float, np.ndarray]:
+    """Validated (t_end, sorted unique output times in [0, t_end]; default 0 and t_end)."""
+    from meanfield.checks import check_positive
+    from meanfield.errors import InputError
+
+    t_end = check_positive(t_end, "t_end", inclusive=True)
+    out = np.unique(np.asarray([0.0, t_end] if times is None else times, float))
+    if out.size == 0 or not np.all(np.isfinite(out)) or out[0] < 0 \
+            or out[-1] > t_end * (1 + 1e-12):
+        raise InputError("times", f"must be a non-empty list in [0, t_end = {t_end:g}]")
+    return t_end, out
+
+
+def run_outputs(scheme, q: np.ndarray, t_end: float, out_times: np.ndarray, *,
+                observer=None, modes: int | None = None, collect=None) -> dict:
+    """Drive a grid scheme (split/advance/diagnostics/join) through ``out_times``.
+
+    Returns densities, stacked diagnostics (plus ``dt``), the extra per-output values of
+    ``collect(q)``, the step statistics and the wall time; ``observer(t, p, diag)`` is
+    called at each output. Shared by the circle, zonal and sphere ``run`` methods.
+    """
+    stats = StepStats()
+    t = 0.0
+    dens, diags, extra = [], [], []
+    start = _time.perf_counter()
+    for target in out_times:
+        q, t = scheme.advance(q, t, float(target), stats)
+        d = scheme.diagnostics(q, modes)
+        d["dt"] = stats.last_dt
+        p = scheme.join(q)
+        dens.append(p.copy())
+        diags.append(d)
+        if collect is not None:
+            extra.append(collect(q))
+        if observer is not None:
+            observer(t, p, d)
+    if t < t_end:
+        q, t = scheme.advance(q, t, t_end, stats)
+    return {"density": np.array(dens),
+            "diagnostics": {k: np.array([d[k] for d in diags]) for k in diags[0]},
+            "extra": extra, "stats": stats, "wall_seconds": _time.perf_counter() - start}

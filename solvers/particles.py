@@ -65,7 +65,7 @@ from meanfield.checks import check_beta, check_dim, check_model, check_positive,
 from meanfield.errors import InputError
 from meanfield.geometry import harmonic_multiplicity, log_sphere_area
 from meanfield.growth import mode_selection
-from solvers.integrators import SolverError
+from solvers.integrators import SolverError, output_times
 
 TWO_PI = 2.0 * math.pi
 MASKS = ("none", "causal")
@@ -1191,11 +1191,7 @@ class ParticleSystem:
         Raises :class:`~solvers.integrators.SolverError` on non-finite positions.
         """
         x = self.check_state(x0, "x0")
-        t_end = check_positive(t_end, "t_end", inclusive=True)
-        out_times = np.unique(np.asarray([0.0, t_end] if times is None else times, float))
-        if out_times.size == 0 or not np.all(np.isfinite(out_times)) or out_times[0] < 0 \
-                or out_times[-1] > t_end * (1 + 1e-12):
-            raise InputError("times", f"must be a non-empty list in [0, t_end = {t_end:g}]")
+        t_end, out_times = output_times(times, t_end)
         st = _StepState()
         t = 0.0
         pos, diags = [], []

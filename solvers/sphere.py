@@ -62,7 +62,6 @@ import ctypes
 import math
 import os
 import sys
-import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -72,7 +71,7 @@ from meanfield.checks import check_beta, check_model, check_positive, check_time
 from meanfield.errors import InputError
 from meanfield.kernels import ExponentialKernel
 from solvers.fft import default_threads
-from solvers.integrators import INTEGRATORS, StepStats, advance
+from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
 
 FOUR_PI = 4.0 * math.pi
 DEALIAS = ("3/2", "none")
@@ -681,33 +680,14 @@ class Spectral:
         below -undershoot * pbar.
         """
         q = self.split(self.check_density(p0))
-        t_end = check_positive(t_end, "t_end", inclusive=True)
-        out_times = np.unique(np.asarray([0.0, t_end] if times is None else times, float))
-        if out_times.size and (out_times[0] < 0 or out_times[-1] > t_end * (1 + 1e-12)
-                               or not np.all(np.isfinite(out_times))):
-            raise InputError("times", f"must lie in [0, t_end = {t_end:g}]")
-        stats = StepStats()
-        t = 0.0
-        dens, coefs, diags = [], [], []
-        start = _time.perf_counter()
-        for target in out_times:
-            q, t = self.advance(q, t, float(target), stats)
-            d = self.diagnostics(q, modes)
-            d["dt"] = stats.last_dt
-            p = self.join(q)
-            dens.append(p.copy())
-            coefs.append(self.coefficients(q))
-            diags.append(d)
-            if observer is not None:
-                observer(t, p, d)
-        if t < t_end:
-            q, t = self.advance(q, t, t_end, stats)
-        keys = diags[0].keys() if diags else []
-        diag_arrays = {k: np.array([d[k] for d in diags]) for k in keys}
-        return SphereResult(self.lat.copy(), self.lon.copy(), out_times, np.array(dens),
-                            np.array(coefs), self.sht.l.copy(), self.sht.m.copy(), diag_arrays,
-                            stats.steps, stats.max_courant, self.name,
-                            {"wall_seconds": _time.perf_counter() - start, "lmax": self.lmax,
+        t_end, out_times = output_times(times, t_end)
+        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes,
+                        collect=self.coefficients)
+        return SphereResult(self.lat.copy(), self.lon.copy(), out_times, r["density"],
+                            np.array(r["extra"]), self.sht.l.copy(), self.sht.m.copy(),
+                            r["diagnostics"], r["stats"].steps, r["stats"].max_courant,
+                            self.name,
+                            {"wall_seconds": r["wall_seconds"], "lmax": self.lmax,
                              "nlat": self.nlat, "nphi": self.nphi, "dealias": self.dealias,
                              "filter": self._filter_params})
 

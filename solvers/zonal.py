@@ -36,7 +36,6 @@ Discretisation (M uniform cells of [0, pi], cell j = [j h, (j+1) h], h = pi/M):
 from __future__ import annotations
 
 import math
-import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,7 +46,7 @@ from meanfield.checks import check_beta, check_dim, check_model, check_positive,
 from meanfield.errors import InputError
 from meanfield.geometry import gegenbauer_index, log_sphere_area
 from meanfield.kernels import ExponentialKernel
-from solvers.integrators import INTEGRATORS, StepStats, advance
+from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
 
 #: Gauss-Legendre nodes per cell for the cell integrals of w and of w Z_k
 CELL_NODES = 16
@@ -409,32 +408,12 @@ class Zonal:
         :class:`~solvers.integrators.SolverError` on a negative or non-finite density.
         """
         q = self.split(self.check_density(p0))
-        t_end = check_positive(t_end, "t_end", inclusive=True)
-        out_times = np.unique(np.asarray([0.0, t_end] if times is None else times, float))
-        if out_times.size and (out_times[0] < 0 or out_times[-1] > t_end * (1 + 1e-12)
-                               or not np.all(np.isfinite(out_times))):
-            raise InputError("times", f"must lie in [0, t_end = {t_end:g}]")
-        stats = StepStats()
-        t = 0.0
-        dens, diags = [], []
-        start = _time.perf_counter()
-        for target in out_times:
-            q, t = self.advance(q, t, float(target), stats)
-            d = self.diagnostics(q, modes)
-            d["dt"] = stats.last_dt
-            p = self.join(q)
-            dens.append(p)
-            diags.append(d)
-            if observer is not None:
-                observer(t, p, d)
-        if t < t_end:
-            q, t = self.advance(q, t, t_end, stats)
-        keys = diags[0].keys() if diags else []
-        diag_arrays = {k: np.array([d[k] for d in diags]) for k in keys}
+        t_end, out_times = output_times(times, t_end)
+        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes)
         return ZonalResult(self.theta.copy(), self.edges.copy(), self.dim, out_times,
-                           np.array(dens), diag_arrays, stats.steps, stats.max_courant,
-                           self.name, {"wall_seconds": _time.perf_counter() - start,
-                                       "degree": self.degree})
+                           r["density"], r["diagnostics"], r["stats"].steps,
+                           r["stats"].max_courant, self.name,
+                           {"wall_seconds": r["wall_seconds"], "degree": self.degree})
 
 
 __all__ = ["Zonal", "ZonalResult", "log_area_sd2", "zonal_harmonics"]
