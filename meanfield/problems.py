@@ -153,27 +153,8 @@ def circle_initial_density(cfg: dict) -> np.ndarray:
         return initial.mode(m, i["mode"], i["amplitude"], i["phase"])
     if kind == "bumps":
         return initial.von_mises_bumps(m, i["centres"], i["masses"] or None, i["kappa"])
-    return _density_from_file(i["path"], m)
+    return _array_from_file(i["path"], (m,))
 
-
-def _density_from_file(path: str, cells: int) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("initial.path", "must be an existing .npy or meanfield .h5 file", path)
-    if p.suffix == ".npy":
-        arr = np.load(p)
-    else:
-        from meanfield.reader import open_run
-
-        with open_run(p) as run:
-            if run.n_snapshots == 0:
-                raise InputError("initial.path", "run file has no snapshots", path)
-            arr = run.snapshot(-1)
-    arr = np.asarray(arr, float)
-    if arr.shape != (cells,):
-        raise InputError("initial.path", f"must hold {cells} cell values "
-                         "(discretization.cells)", f"shape {arr.shape}")
-    return arr
 
 
 DOMAINS = {"circle": CircleProblem}
@@ -503,6 +484,7 @@ class ZonalProblem(CircleProblem):
 
 
 def _array_from_file(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An initial density from a .npy array or the last snapshot of a meanfield run file."""
     p = Path(path)
     if not p.is_file():
         raise InputError("initial.path", "must be an existing .npy or meanfield .h5 file", path)
@@ -512,11 +494,13 @@ def _array_from_file(path: str, shape: tuple[int, ...]) -> np.ndarray:
         from meanfield.reader import open_run
 
         with open_run(p) as run:
+            if run.n_snapshots == 0:
+                raise InputError("initial.path", "run file has no snapshots", path)
             arr = run.snapshot(-1)
     arr = np.asarray(arr, float)
     if arr.shape != shape:
-        raise InputError("initial.path", f"must hold an array of shape {shape}",
-                         f"shape {arr.shape}")
+        raise InputError("initial.path", f"must hold an array of shape {shape} (the grid of "
+                         "the discretization)", f"shape {arr.shape}")
     return arr
 
 

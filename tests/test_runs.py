@@ -244,3 +244,19 @@ def test_complete_run_of_other_config_is_not_silently_kept(tmp_path):
     assert execute(cfg, text, overwrite=True, quiet=True).status == "complete"
     with open_run(tmp_path / "x.h5") as run:
         assert run.config["model"]["beta"] == 4.0
+
+
+def test_initial_condition_from_a_previous_run(tmp_path):
+    _run(tmp_path, ["time.t_end=0.2"], "first.h5")
+    with open_run(tmp_path / "first.h5") as run:
+        last = run.snapshot(-1)
+    _run(tmp_path, ["initial.kind=\"file\"", f"initial.path=\"{tmp_path / 'first.h5'}\"",
+                    "time.t_end=0.1"], "second.h5")
+    with open_run(tmp_path / "second.h5") as run:
+        np.testing.assert_allclose(run.snapshot(0), last, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="initial.path"):
+        _run(tmp_path, ["initial.kind=\"file\"", "initial.path=\"nope.npy\""], "third.h5")
+    np.save(tmp_path / "short.npy", last[:10])
+    with pytest.raises(ValueError, match="shape"):
+        _run(tmp_path, ["initial.kind=\"file\"", f"initial.path=\"{tmp_path / 'short.npy'}\""],
+             "fourth.h5")
