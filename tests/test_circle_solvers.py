@@ -254,4 +254,4 @@ def test_two_bumps_merge_sa():
     law = quad(lambda s: (np.exp(beta) + np.exp(beta * np.cos(s)))
                / (2 * np.sin(s) * np.exp(beta * np.cos(s))), gap1, gap0)[0]
     got = _merge_time(2048, 400.0, beta, gap0, gap1, 1.3 * law, model="sa")
-    assert got == pytest.approx(law, rel=1e-2)
+    assert got == pytest.approx(law, rel=1e-2)  # measured -2.9e-3 (width O(1/kappa))

@@ -254,7 +254,7 @@ def test_initial_condition_from_a_previous_run(tmp_path):
                     "time.t_end=0.1"], "second.h5")
     with open_run(tmp_path / "second.h5") as run:
         np.testing.assert_allclose(run.snapshot(0), last, rtol=0, atol=1e-15)
-    with pytest.raises(ValueError, match="initial.path"):
+    with pytest.raises(ValueError, match=r"initial\.path"):
         _run(tmp_path, ["initial.kind=\"file\"", "initial.path=\"nope.npy\""], "third.h5")
     np.save(tmp_path / "short.npy", last[:10])
     with pytest.raises(ValueError, match="shape"):
