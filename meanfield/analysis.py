@@ -156,10 +156,13 @@ def fit_growth_rate(t: np.ndarray, amp: np.ndarray, t_stop: float | None,
 def effective_tokens(cfg: dict) -> float | None:
     """N whose i.i.d. tokens perturb the uniform state as much as the initial condition.
 
-    Token noise: N itself (E|c_k|^2 = 1/N). White noise sigma per cell on M cells:
+    Particles: N = particles.count. Token noise: N itself (E|c_k|^2 = 1/N). White noise
+    sigma per cell on M cells:
     E|p_hat_k|^2 = dx^2 M sigma^2 = (2 pi)^2 sigma^2 / M, i.e. N_eff = M / (2 pi sigma)^2.
     """
     i = cfg["initial"]
+    if cfg["model"]["domain"] == "particles":  # the tokens themselves
+        return float(cfg["particles"]["count"]) if i["kind"] != "file" else None
     if i["kind"] == "tokens":
         return float(i["tokens"])
     if i["kind"] == "noise" and i["amplitude"] > 0 and cfg["model"]["domain"] == "circle":
