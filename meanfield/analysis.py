@@ -268,16 +268,23 @@ def particle_cluster_count(x: np.ndarray, *, angles: bool, level: float = 2.0,
                            eps: float = 0.01) -> int:
     """Tokens of one system. Circle: the PDE rule on a histogram with max(16, min(N/20,
     720)) bins (>= 20 tokens per bin on average, so counting noise stays below the level).
-    S^{d-1}: connected components of <x_i, x_j> > 1 - eps (solvers.particles)."""
+    S^{d-1}: connected components of <x_i, x_j> > 1 - eps (seed 001's rule, in
+    solvers.particles), with eps capped so that i.i.d. uniform tokens have 0.3 linked
+    neighbours on average: the link angle a solves N |S^{d-2}| a^{d-1} / ((d-1) |S^{d-1}|)
+    = 0.3, far below percolation, so the uniform state counts as zero clusters for any N."""
     if angles:
         from meanfield.initial import from_particles
 
         bins = int(max(16, min(x.size // 20, 720)))
         return cluster_count(from_particles(bins, x), level=level, min_mass=min_mass,
                              clustered_fraction=clustered_fraction)
+    from meanfield.geometry import sphere_area
     from solvers.particles import detect_clusters as components
 
-    cl = components(x[None], method="inner", eps=eps)[0]
+    n, d = x.shape
+    a = (0.3 * (d - 1) * sphere_area(d) / (sphere_area(d - 1) * n)) ** (1.0 / (d - 1)) \
+        if d > 2 else 0.3 * math.pi / n
+    cl = components(x[None], method="inner", eps=min(eps, 1.0 - math.cos(a)))[0]
     kept = cl.masses[cl.masses >= min_mass]
     return int(kept.size) if kept.sum() >= clustered_fraction else 0
 

@@ -121,3 +121,37 @@ def test_domain_bad_input(tmp_path, sets, key):
     with pytest.raises(ValueError, match=key):
         config.resolve(None, sets, str(tmp_path / "x.h5"))
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_cluster_counts_on_sphere_zonal_and_particles():
+    from meanfield import initial_sphere as ins
+    from meanfield.analysis import (
+        particle_cluster_count,
+        sphere_cluster_count,
+        zonal_cluster_count,
+    )
+    from solvers.particles import uniform_sample
+    from solvers.sphere import default_grid
+    from solvers.zonal import Zonal
+
+    nlat, nphi = default_grid(63)
+    x, phi, _ = ins.gauss_grid(nlat, nphi)
+    lat, lon = 90 - np.degrees(np.arccos(x)), np.degrees(phi)
+    tetra = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+    for k in (1, 2, 4):
+        p = ins.von_mises_fisher(x, phi, tetra[:k], kappa=60.0)
+        assert sphere_cluster_count(lat, lon, p) == k
+    assert sphere_cluster_count(lat, lon, ins.token_noise(x, phi, 1e4, seed=1, cutoff=10)) == 0
+    z = Zonal(256, 5)
+    caps = z.cell_average(lambda th: np.exp(40 * (np.cos(th) - 1)) + np.exp(40 * (-np.cos(th) - 1)))
+    caps /= float(z.cell_weight @ caps)
+    assert zonal_cluster_count(z.theta, caps, 5) == 2
+    assert zonal_cluster_count(z.theta, z.uniform(), 5) == 0
+    rng = np.random.default_rng(0)
+    three = np.concatenate([c + 0.02 * rng.standard_normal(300) for c in (0.5, 2.6, 4.7)])
+    assert particle_cluster_count(three, angles=True) == 3
+    assert particle_cluster_count(uniform_sample(900, 2, seed=2)[0], angles=True) == 0
+    pts = np.repeat(tetra[:3], 100, axis=0) + 1e-3 * rng.standard_normal((300, 3))
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    assert particle_cluster_count(pts, angles=False) == 3
+    assert particle_cluster_count(uniform_sample(300, 3, seed=3)[0], angles=False) == 0
