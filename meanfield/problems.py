@@ -101,14 +101,7 @@ class CircleProblem:
         return self.scheme.split(self.scheme.check_density(p0))
 
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
-        from solvers.integrators import advance
-
-        s = self.scheme
-        if max_steps is None and hasattr(s, "advance") and not hasattr(s, "_fixed_dt"):
-            return s.advance(state, t, target, stats, deadline)
-        fixed = s._fixed_dt() if hasattr(s, "_fixed_dt") else s.fixed_dt
-        return advance(s, state, t, target, integrator=s.integrator, fixed_dt=fixed,
-                       stats=stats, deadline=deadline, max_steps=max_steps)
+        return self.scheme.advance(state, t, target, stats, deadline, max_steps)
 
     def diagnostics(self, state, stats: StepStats) -> dict[str, Any]:
         d = self.scheme.diagnostics(state, self.modes)

@@ -289,13 +289,16 @@ class CircleScheme:
         return self.background + float(q.min())
 
     def advance(self, q: np.ndarray, t: float, t_target: float, stats: StepStats | None = None,
-                deadline: float | None = None) -> tuple[np.ndarray, float]:
+                deadline: float | None = None,
+                max_steps: int | None = None) -> tuple[np.ndarray, float]:
         """Step the deviation q (see ``split``) from t to exactly ``t_target``.
 
-        Returns earlier if ``deadline`` (time.monotonic) passes.
+        Returns earlier if ``deadline`` (time.monotonic) passes or ``stats.steps`` reaches
+        ``max_steps``.
         """
         return advance(self, q, t, t_target, integrator=self.integrator,
-                       fixed_dt=self._fixed_dt(), stats=stats, deadline=deadline)
+                       fixed_dt=self._fixed_dt(), stats=stats, deadline=deadline,
+                       max_steps=max_steps)
 
     def _fixed_dt(self) -> float | None:
         return self.fixed_dt

@@ -650,13 +650,16 @@ class Spectral:
 
     # ------------------------------------------------------------------ driving
     def advance(self, q: np.ndarray, t: float, t_target: float, stats: StepStats | None = None,
-                deadline: float | None = None) -> tuple[np.ndarray, float]:
-        """Step q from t to exactly ``t_target`` (filter, if any, after every step)."""
+                deadline: float | None = None,
+                max_steps: int | None = None) -> tuple[np.ndarray, float]:
+        """Step q from t to exactly ``t_target`` (filter, if any, after every step); earlier
+        if ``deadline`` passes or ``stats.steps`` reaches ``max_steps``."""
         if self._filter is None:
             return advance(self, q, t, t_target, integrator=self.integrator,
-                           fixed_dt=self.fixed_dt, stats=stats, deadline=deadline)
+                           fixed_dt=self.fixed_dt, stats=stats, deadline=deadline,
+                           max_steps=max_steps)
         stats = stats if stats is not None else StepStats()
-        while t < t_target:
+        while t < t_target and (max_steps is None or stats.steps < max_steps):
             n0 = stats.steps
             q, t = advance(self, q, t, t_target, integrator=self.integrator,
                            fixed_dt=self.fixed_dt, stats=stats, deadline=deadline,

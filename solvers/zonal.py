@@ -393,10 +393,13 @@ class Zonal:
         return self.background + q
 
     def advance(self, q: np.ndarray, t: float, t_target: float, stats: StepStats | None = None,
-                deadline: float | None = None) -> tuple[np.ndarray, float]:
-        """Step q from t to exactly ``t_target`` (earlier if ``deadline`` passes)."""
+                deadline: float | None = None,
+                max_steps: int | None = None) -> tuple[np.ndarray, float]:
+        """Step q from t to exactly ``t_target`` (earlier if ``deadline`` passes or
+        ``stats.steps`` reaches ``max_steps``)."""
         return advance(self, q, t, t_target, integrator=self.integrator,
-                       fixed_dt=self.fixed_dt, stats=stats, deadline=deadline)
+                       fixed_dt=self.fixed_dt, stats=stats, deadline=deadline,
+                       max_steps=max_steps)
 
     def run(self, p0, t_end: float, times: Sequence[float] | None = None, *,
             observer: Callable | None = None, modes: int | None = None) -> ZonalResult:
