@@ -465,6 +465,21 @@ class Spectral:
             raise InputError("p0", "must have positive mass")
         return np.array(p, dtype=float)
 
+    def diagnose(self, p, modes: int | None = None) -> dict:
+        """Diagnostics of a density ``p`` given directly (a notebook convenience).
+
+        Same quantities as :meth:`diagnostics`, which takes the solver's internal deviation
+        state; the solver's own background is left as it was.
+        """
+        saved = self.background
+        try:
+            return self.diagnostics(self.split(self.check_density(p)), modes)
+        finally:
+            if hasattr(self, "set_background"):
+                self.set_background(saved)
+            else:
+                self.background = saved
+
     def split(self, p: np.ndarray) -> np.ndarray:
         """Project p on degrees <= lmax, set pbar = p_00/sqrt(4 pi), return q (q_00 = 0)."""
         c = self.sht.analyse(p)

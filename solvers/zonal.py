@@ -384,6 +384,21 @@ class Zonal:
             raise InputError("p0", "must have positive mass")
         return p.copy()
 
+    def diagnose(self, p, modes: int | None = None) -> dict:
+        """Diagnostics of a density ``p`` given directly (a notebook convenience).
+
+        Same quantities as :meth:`diagnostics`, which takes the solver's internal deviation
+        state; the solver's own background is left as it was.
+        """
+        saved = self.background
+        try:
+            return self.diagnostics(self.split(self.check_density(p)), modes)
+        finally:
+            if hasattr(self, "set_background"):
+                self.set_background(saved)
+            else:
+                self.background = saved
+
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set pbar = mass/area and return q = p - pbar (sum_j W_j q_j = 0 to round-off)."""
         self.set_background(float(self.cell_weight @ p) / self.area)
