@@ -54,6 +54,19 @@ def _remove_outputs(final: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def same_config(stored_text: str, cfg: dict) -> bool:
+    """Whether a stored config equals ``cfg`` by value (keys added to the schema since the
+    file was written take their defaults; the output path is not compared)."""
+    try:
+        stored = config_mod.from_text(stored_text)
+    except (InputError, ValueError):
+        return False
+    a, b = config_mod.flat(stored), config_mod.flat(cfg)
+    a.pop("output.path", None)
+    b.pop("output.path", None)
+    return a == b
+
+
 def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = False) -> str:
     """Decide what to do with the output path: 'fresh', 'resume' or 'skip'.
 
@@ -70,7 +83,7 @@ def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = Fa
 
         with h5py.File(final, "r") as f:
             stored = str(f.attrs.get("config_text", ""))
-        if stored != cfg_text:
+        if not same_config(stored, cfg):
             raise InputError("output.path", "holds a complete run of a different "
                              "configuration; use --overwrite or another output path", str(final))
         return "skip"
@@ -80,7 +93,7 @@ def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = Fa
         except (OSError, KeyError):
             raise InputError("output.path", "has an unreadable checkpoint; use --overwrite",
                              str(ckpt)) from None
-        if text != cfg_text and not resume:
+        if not resume and not same_config(text, cfg):
             raise InputError("output.path", "has a checkpoint of a different configuration; "
                              "use --overwrite or another output path", str(final))
         return "resume"

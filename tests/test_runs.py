@@ -260,3 +260,14 @@ def test_initial_condition_from_a_previous_run(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         _run(tmp_path, ["initial.kind=\"file\"", f"initial.path=\"{tmp_path / 'short.npy'}\""],
              "fourth.h5")
+
+
+def test_same_config_by_value_across_schema_additions():
+    from meanfield.driver import same_config
+
+    cfg, text = config.resolve(None, ["model.beta=3"], "a.h5")
+    older = "\n".join(line for line in text.splitlines() if not line.startswith("fft_planner"))
+    assert same_config(older, cfg)  # a key added later takes its default
+    assert same_config(text.replace('"a.h5"', '"b.h5"'), cfg)  # the path is not compared
+    assert not same_config(text.replace("beta = 3.0", "beta = 3.5"), cfg)
+    assert not same_config("[model]\nunknown = 1\n", cfg)
