@@ -280,10 +280,3 @@ def run_cli(config_path: str | None, sets: list[str], output: str | None, *, res
     if summary.status == "interrupted":
         return EXIT_INTERRUPTED
     return 0
-
-
-def final_state_density(path: str) -> np.ndarray:  # pragma: no cover - convenience
-    from meanfield.reader import open_run
-
-    with open_run(path) as run:
-        return run.snapshot(-1)

@@ -9,7 +9,6 @@ one registry entry.
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +186,6 @@ def output_schedule(cfg: dict, gamma_max: float = 1.0) -> tuple[np.ndarray, np.n
         times.extend(inner)
         mask.extend([False] * (sub - 1) + [True])
     return np.asarray(times), np.asarray(mask)
-
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 class ParticlesProblem:
