@@ -37,6 +37,7 @@ from meanfield.checks import check_beta, check_model, check_positive, check_time
 from meanfield.coefficients import circle_multipliers
 from meanfield.errors import InputError
 from meanfield.kernels import ExponentialKernel, Kernel
+from solvers.base import DensityScheme
 from solvers.fft import CircularConvolution, RealFFT
 from solvers.integrators import (
     INTEGRATORS,
@@ -64,7 +65,7 @@ class CircleResult:
     meta: dict = field(default_factory=dict)
 
 
-class CircleScheme:
+class CircleScheme(DensityScheme):
     """Common machinery: grid, kernel multipliers, FFT plans, diagnostics, time stepping.
 
     Parameters
@@ -278,21 +279,6 @@ class CircleScheme:
         if not np.all(np.isfinite(p)) or p.min() < 0:
             raise InputError("p0", "must be finite and >= 0 everywhere")
         return p.copy()
-
-    def diagnose(self, p, modes: int | None = None) -> dict:
-        """Diagnostics of a density ``p`` given directly (a notebook convenience).
-
-        Same quantities as :meth:`diagnostics`, which takes the solver's internal deviation
-        state; the solver's own background is left as it was.
-        """
-        saved = self.background
-        try:
-            return self.diagnostics(self.split(self.check_density(p)), modes)
-        finally:
-            if hasattr(self, "set_background"):
-                self.set_background(saved)
-            else:
-                self.background = saved
 
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set the background pbar = mean(p) and return the deviation q = p - pbar."""

@@ -70,6 +70,7 @@ import numpy as np
 from meanfield.checks import check_beta, check_model, check_positive, check_time_unit
 from meanfield.errors import InputError
 from meanfield.kernels import ExponentialKernel
+from solvers.base import DensityScheme
 from solvers.fft import default_threads
 from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
 
@@ -277,7 +278,7 @@ class ResolutionReport:
 
 
 # --------------------------------------------------------------------------- scheme
-class Spectral:
+class Spectral(DensityScheme):
     """Pseudo-spectral Galerkin scheme on S^2 (see module doc for the formulas).
 
     Parameters
@@ -464,21 +465,6 @@ class Spectral:
         if not self.sht.quadrature(p) > 0:
             raise InputError("p0", "must have positive mass")
         return np.array(p, dtype=float)
-
-    def diagnose(self, p, modes: int | None = None) -> dict:
-        """Diagnostics of a density ``p`` given directly (a notebook convenience).
-
-        Same quantities as :meth:`diagnostics`, which takes the solver's internal deviation
-        state; the solver's own background is left as it was.
-        """
-        saved = self.background
-        try:
-            return self.diagnostics(self.split(self.check_density(p)), modes)
-        finally:
-            if hasattr(self, "set_background"):
-                self.set_background(saved)
-            else:
-                self.background = saved
 
     def split(self, p: np.ndarray) -> np.ndarray:
         """Project p on degrees <= lmax, set pbar = p_00/sqrt(4 pi), return q (q_00 = 0)."""

@@ -46,6 +46,7 @@ from meanfield.checks import check_beta, check_dim, check_model, check_positive,
 from meanfield.errors import InputError
 from meanfield.geometry import gegenbauer_index, log_sphere_area
 from meanfield.kernels import ExponentialKernel
+from solvers.base import DensityScheme
 from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
 
 #: Gauss-Legendre nodes per cell for the cell integrals of w and of w Z_k
@@ -106,7 +107,7 @@ class ZonalResult:
     meta: dict = field(default_factory=dict)
 
 
-class Zonal:
+class Zonal(DensityScheme):
     """Zonal finite-volume scheme on S^{d-1} (see module doc for the formulas).
 
     Parameters
@@ -383,21 +384,6 @@ class Zonal:
         if not float(self.cell_weight @ p) > 0:
             raise InputError("p0", "must have positive mass")
         return p.copy()
-
-    def diagnose(self, p, modes: int | None = None) -> dict:
-        """Diagnostics of a density ``p`` given directly (a notebook convenience).
-
-        Same quantities as :meth:`diagnostics`, which takes the solver's internal deviation
-        state; the solver's own background is left as it was.
-        """
-        saved = self.background
-        try:
-            return self.diagnostics(self.split(self.check_density(p)), modes)
-        finally:
-            if hasattr(self, "set_background"):
-                self.set_background(saved)
-            else:
-                self.background = saved
 
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set pbar = mass/area and return q = p - pbar (sum_j W_j q_j = 0 to round-off)."""
