@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -110,10 +111,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     with open_run(args.file) as run:
         res = run.analyze()
     if args.json:
-        print(json.dumps(res, allow_nan=False))
+        print(json.dumps(_finite(res), allow_nan=False))
     else:
         print("\n".join(summary_lines(res)))
     return 0
+
+
+def _finite(obj):
+    """JSON has no NaN/inf: report a non-finite number as null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
