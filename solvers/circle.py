@@ -202,10 +202,6 @@ class CircleScheme(DensityScheme):
             return math.inf
         return self.positivity_factor * self.dx / self.max_speed
 
-    @property
-    def accuracy_dt(self) -> float:
-        return self.accuracy / self.gamma_max if self.gamma_max > 0 else math.inf
-
     def euler_update(self, p: np.ndarray, dt: float, k: np.ndarray) -> np.ndarray:
         return p + dt * k
 
@@ -218,11 +214,6 @@ class CircleScheme(DensityScheme):
         spec = np.abs(self.fft.forward(q)) * self.dx / self._sinc
         spec[0] = TWO_PI * self.background + self.dx * float(q.sum())
         return spec if kmax is None else spec[: kmax + 1]
-
-    @property
-    def k_max(self) -> int:
-        """Most unstable mode of the discrete linearisation (the theory's k_max)."""
-        return int(np.argmax(self.growth_rates[1:]) + 1)
 
     def default_modes(self) -> int:
         return int(min(self.cells // 2, max(16, 4 * self.k_max)))

@@ -431,11 +431,6 @@ class Spectral(DensityScheme):
         self.gamma_max = float(self.growth_rates[1:].max())
 
     @property
-    def k_max(self) -> int:
-        """Most unstable degree of the discrete linearisation (the theory's k_max)."""
-        return int(np.argmax(self.growth_rates[1:]) + 1)
-
-    @property
     def accuracy_dt(self) -> float:
         """accuracy / max(gamma_max, D), D >= max|div v| of the last ``rhs`` state."""
         rate = max(self.gamma_max, self.max_compression)

@@ -258,14 +258,6 @@ class Zonal(DensityScheme):
         self.growth_rates = self.rate * pbar * k * (k + self.dim - 2) * self.lam / self.z_uniform
         self.gamma_max = float(self.growth_rates[1:].max())
 
-    @property
-    def k_max(self) -> int:
-        return int(np.argmax(self.growth_rates[1:]) + 1)
-
-    @property
-    def accuracy_dt(self) -> float:
-        return self.accuracy / self.gamma_max if self.gamma_max > 0 else math.inf
-
     # ------------------------------------------------------------------ operators
     def coefficients(self, q: np.ndarray) -> np.ndarray:
         """Least-squares Gegenbauer coefficients a_k = integral p Z_k dsigma of p = pbar + q."""
