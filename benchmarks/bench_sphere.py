@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
+from solvers.integrators import StepStats, advance
 from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
-from meanfield import initial_sphere as ins
-from solvers.integrators import StepStats, advance
+from meanfield.initial import sphere as ins
 from solvers.sphere import Spectral
 
 

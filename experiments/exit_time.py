@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from meanfield import exit_time, growth_rate
-from meanfield.atomic import atomic_path
+from meanfield.io.atomic import atomic_path
 from meanfield.sweep import run_sweep
 
 HERE = Path(__file__).resolve().parent

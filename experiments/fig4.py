@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import meanfield
-from meanfield.atomic import atomic_path
+from meanfield.io.atomic import atomic_path
 from meanfield.sweep import run_sweep
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,7 @@ import numpy as np
 
 from meanfield import growth_rate, initial
 from meanfield.analysis import crossing_time, wasserstein1_circle
-from meanfield.atomic import atomic_path
+from meanfield.io.atomic import atomic_path
 from solvers.circle import FiniteVolume
 
 OUT = Path("data/experiments/fig5")

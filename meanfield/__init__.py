@@ -1,40 +1,60 @@
 """meanfield: mean-field dynamics of self-attention on the circle and the sphere.
 
-Layer 1 (model and theory) lives in this package: kernels, Funk-Hecke coefficients,
-growth rates and k_max. The workflow layer (runs, files, analysis, CLI) is imported lazily
-so that ``solvers`` can depend on layer 1 without a cycle.
+The package has three layers, one folder each (imports point down only):
+
+1. ``meanfield.theory``  kernels, Funk-Hecke coefficients, growth rates, k_max, attention
+   matrices, reference laws (no grids, no files);
+2. ``solvers``           drifts, flux schemes, spectral and zonal schemes, particles, stepping;
+3. the workflow          ``meanfield.domains``, ``meanfield.io``, ``meanfield.analysis``, the
+   driver, sweeps, plots and the CLI.
+
+This facade re-exports the theory; the workflow is imported lazily (``meanfield.open``).
+Conventions: docs/conventions.md.
 """
 
 from meanfield._version import __version__
-from meanfield.coefficients import circle_multipliers, funk_hecke, funk_hecke_quadrature
-from meanfield.errors import InputError
-from meanfield.geometry import harmonic_multiplicity, sphere_area, uniform_density
-from meanfield.growth import (
+from meanfield.theory import (
+    AttentionMatrices,
+    CallableKernel,
+    ExponentialKernel,
+    InputError,
+    Kernel,
+    attention_matrices,
+    circle_coefficients,
     exit_time,
+    exponential_kernel,
+    funk_hecke,
+    funk_hecke_quadrature,
     growth_rate,
+    harmonic_multiplicity,
     kmax_asymptotic,
     kmax_transitions,
     log_growth_rate,
     mode_selection,
     most_unstable_mode,
+    sphere_area,
+    two_cluster_merge_time,
+    two_cluster_rate,
+    uniform_density,
 )
-from meanfield.kernels import CallableKernel, ExponentialKernel, Kernel, exponential_kernel
 
 
 def open(path):
-    """Open a run file: ``with meanfield.open("data/run.h5") as run: ...`` (see reader.Run)."""
-    from meanfield.reader import open_run
+    """Open a run file: ``with meanfield.open("data/run.h5") as run: ...`` (see io.reader.Run)."""
+    from meanfield.io.reader import open_run
 
     return open_run(path)
 
 
 __all__ = [
+    "AttentionMatrices",
     "CallableKernel",
     "ExponentialKernel",
     "InputError",
     "Kernel",
     "__version__",
-    "circle_multipliers",
+    "attention_matrices",
+    "circle_coefficients",
     "exit_time",
     "exponential_kernel",
     "funk_hecke",
@@ -48,5 +68,7 @@ __all__ = [
     "most_unstable_mode",
     "open",
     "sphere_area",
+    "two_cluster_merge_time",
+    "two_cluster_rate",
     "uniform_density",
 ]

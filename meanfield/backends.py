@@ -49,9 +49,9 @@ def backend_report() -> list[str]:
                      f"cores here: {os.cpu_count()})")
     v = _version("shtns")
     try:
-        from solvers.sphere import _import_shtns
+        from solvers.sphere import import_shtns
 
-        _import_shtns()  # the compiled module really loads (banner silenced)
+        import_shtns()  # the compiled module really loads (banner silenced)
         lines.append(f"shtns {v}: available")
     except (RuntimeError, ImportError, OSError) as exc:
         lines.append(f"shtns: not available, no sphere solver ({exc})")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from meanfield._version import __version__
-from meanfield.errors import InputError
+from meanfield.theory.errors import InputError
 
 EXIT_USAGE = 2
 
@@ -32,9 +32,9 @@ def _beta_value(text: str) -> float:
 
 
 def _cmd_kmax(args: argparse.Namespace) -> int:
-    from meanfield import theory_report
-    from meanfield.checks import check_dim
+    from meanfield import kmax_report as theory_report
     from meanfield.ranges import parse_range
+    from meanfield.theory.checks import check_dim
 
     try:
         dim = check_dim(args.dim, "--dim")
@@ -56,7 +56,7 @@ def _cmd_kmax(args: argparse.Namespace) -> int:
     else:
         print(theory_report.table(sels))
     if args.plot:
-        from meanfield.atomic import atomic_path
+        from meanfield.io.atomic import atomic_path
 
         with atomic_path(args.plot) as tmp:
             theory_report.plot(sels, str(tmp), staircase=args.beta_range is not None)
@@ -77,7 +77,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _add_kmax(sub) -> None:
     p = sub.add_parser("kmax", help="most unstable mode k_max and growth rates for given beta",
                        description="Table of k_max, gamma_max, runner-up mode and "
-                       "gamma_runner_up/gamma_max (DESIGN.md section 2 conventions).")
+                       "gamma_runner_up/gamma_max (conventions: docs/conventions.md §6).")
     p.add_argument("--beta", action="append", metavar="B", help="inverse temperature (repeat)")
     p.add_argument("--beta-range", metavar="START:STOP:STEP",
                    help="beta = START, START+STEP, ... < STOP")
@@ -106,7 +106,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from meanfield.analysis import summary_lines
-    from meanfield.reader import open_run
+    from meanfield.io.reader import open_run
 
     with open_run(args.file) as run:
         res = run.analyze()
@@ -131,8 +131,8 @@ def _finite(obj):
 def _cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from meanfield.io.reader import open_run
     from meanfield.plots import plot_run
-    from meanfield.reader import open_run
 
     target = Path(args.target)
     if target.is_dir():
@@ -146,7 +146,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         return 0
     out = args.output or str(target.parent / "figures")
     with open_run(target) as run:
-        files = plot_run(run, out)
+        files = plot_run(run, out, time_axis=args.time_axis)
     for f in files:
         print(f)
     return 0
@@ -179,6 +179,9 @@ def _add_plot(sub) -> None:
     p.add_argument("target", metavar="FILE|DIR")
     p.add_argument("-o", "--output", metavar="DIR", help="figure folder (default FILE's "
                    "folder/figures)")
+    p.add_argument("--time-axis", choices=["auto", "linear", "log"], default="auto",
+                   help="time axis of the space-time and cluster figures (auto: log when the "
+                   "outputs are log-spaced or the dynamics span decades)")
     p.set_defaults(func=_cmd_plot)
 
 

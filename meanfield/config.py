@@ -1,7 +1,7 @@
 """Run configuration: a TOML file with documented sections, defaults and validation.
 
 Every key has a default, a type and an allowed range; unknown keys, wrong types and
-out-of-range values raise :class:`~meanfield.errors.InputError` naming ``section.key``
+out-of-range values raise :class:`~meanfield.theory.errors.InputError` naming ``section.key``
 before anything is computed. ``resolve`` returns a nested dict with every key filled in;
 ``dumps`` writes it back as TOML (the text stored in every output file).
 """
@@ -11,110 +11,90 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meanfield.errors import InputError
+from meanfield.schema import NUM, Key, finite_ge, ge, gt
+from meanfield.theory.errors import InputError
 
 
-@dataclass(frozen=True)
-class Key:
-    default: Any
-    kind: type | tuple[type, ...]
-    doc: str
-    choices: tuple | None = None
-    check: Callable[[Any], bool] | None = None
-    allowed: str = ""
+def _drift_keys() -> dict[str, Key]:
+    """[drift]: the parameters of every registered drift that [model] does not hold."""
+    from solvers.drifts import DRIFTS
+
+    out: dict[str, Key] = {}
+    for name, cls in DRIFTS.items():
+        for key, (default, doc) in cls.PARAMETERS.items():
+            if key in CORE["model"] or key in out:
+                continue
+            kind = NUM if isinstance(default, (int, float)) and not isinstance(default, bool) \
+                else type(default)
+            out[key] = Key(default, kind, f"model.drift = {name}: {doc}",
+                           check=(lambda v: math.isfinite(v)) if kind == NUM else None,
+                           allowed="a finite number")
+    return out
 
 
-def _ge(x):
-    return lambda v: v >= x
+def _choices_of(name: str) -> tuple[str, ...]:
+    from meanfield.domains import DOMAINS
+
+    if name == "domain":
+        return tuple(DOMAINS)
+    if name == "scheme":
+        return tuple(dict.fromkeys(s for d in DOMAINS.values() for s in d.schemes))
+    from solvers.drifts import DRIFTS
+
+    return tuple(DRIFTS)
 
 
-def _gt(x):
-    return lambda v: v > x
-
-
-NUM = (int, float)
-SCHEMA: dict[str, dict[str, Key]] = {
+CORE: dict[str, dict[str, Key]] = {
     "model": {
-        "domain": Key("circle", str, "circle | sphere | zonal | particles",
-                      ("circle", "sphere", "zonal", "particles")),
+        "domain": Key("circle", str, "where the measure lives (filled in from the registry)"),
         "dim": Key(2, int, "ambient dimension d (the sphere S^{d-1}); circle: 2, sphere: 3",
-                   check=_ge(2), allowed="an integer >= 2"),
+                   check=ge(2), allowed="an integer >= 2"),
         "model": Key("usa", str, "usa (unnormalised) | sa (softmax) self-attention",
                      ("usa", "sa")),
         "beta": Key(5.0, NUM, "inverse temperature, kernel W(t) = e^{beta t}/beta",
-                    check=lambda v: math.isfinite(v) and v >= 0, allowed="a finite number >= 0"),
+                    check=finite_ge(0), allowed="a finite number >= 0"),
         "time_unit": Key("raw", str, "raw | scaled (kernel e^{beta(t-1)}/beta, USA only)",
                          ("raw", "scaled")),
+        "drift": Key("convolution", str, "the velocity field (filled in from the registry)"),
     },
     "discretization": {
-        "scheme": Key("fv2", str, "fv2 | rusanov | lf (circle); spectral (sphere); fv (zonal)",
-                      ("fv2", "rusanov", "lf", "spectral", "fv")),
-        "cells": Key(1024, int, "number of cells M (circle, zonal)", check=_ge(8),
+        "scheme": Key("fv2", str, "fv2 | rusanov | lf (circle); spectral (sphere); fv (zonal)"),
+        "cells": Key(1024, int, "number of cells M (circle, zonal)", check=ge(8),
                      allowed="an integer >= 8"),
-        "lmax": Key(63, int, "spherical-harmonic truncation (sphere)", check=_ge(4),
-                    allowed="an integer >= 4"),
         "cfl": Key(0.4, NUM, "fraction of the scheme's positivity/CFL bound (adaptive dt)",
                    check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]"),
-        "dt": Key(0.0, NUM, "fixed time step; 0 = adaptive", check=_ge(0),
+        "dt": Key(0.0, NUM, "fixed time step; 0 = adaptive", check=ge(0),
                   allowed="a number >= 0"),
-        "dt_per_dx": Key(0.0, NUM, "lf only: fixed dt = dt_per_dx * dx (seed 003); 0 = off",
-                         check=_ge(0), allowed="a number >= 0"),
-        "accuracy": Key(0.02, NUM, "adaptive dt also <= accuracy / gamma_max", check=_gt(0),
+        "accuracy": Key(0.02, NUM, "adaptive dt also <= accuracy / gamma_max", check=gt(0),
                         allowed="a number > 0"),
         "integrator": Key("ssprk3", str, "ssprk3 | euler (lf is always euler)",
                           ("ssprk3", "euler")),
-        "filter": Key(False, bool, "sphere: exponential spectral filter after every step"),
-        "fft_threads": Key(1, int, "FFTW threads per run", check=_ge(1),
-                           allowed="an integer >= 1"),
-        "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure (faster "
-                           "at M >= 16384, plans may differ between processes)",
-                           ("estimate", "measure")),
-    },
-    "particles": {
-        "count": Key(1000, int, "number of tokens N (domain particles)", check=_ge(1),
-                     allowed="an integer >= 1"),
-        "integrator": Key("rk4", str, "euler (papers) | rk4 | adaptive (Dormand-Prince 5(4))",
-                          ("euler", "rk4", "adaptive")),
-        "dt": Key(0.0, NUM, "fixed step (euler, rk4); 0 = from the velocity Lipschitz bound "
-                  "and 0.02/gamma_max", check=_ge(0), allowed="a number >= 0"),
-        "rtol": Key(1e-8, NUM, "adaptive: relative tolerance", check=_gt(0),
-                    allowed="a number > 0"),
-        "atol": Key(1e-10, NUM, "adaptive: absolute tolerance", check=_gt(0),
-                    allowed="a number > 0"),
-        "mask": Key("none", str, "none | causal (token i attends to j <= i)",
-                    ("none", "causal")),
-        "qkv": Key("identity", str, "identity | gaussian | orthogonal | symmetric-psd | "
-                   "path to a .npz with Q, K, V"),
-        "qkv_scale": Key(1.0, NUM, "scale of the random Q, K, V ensembles", check=_ge(0),
-                         allowed="a number >= 0"),
-        "normalization": Key("1/N", str, "USA prefactor: 1/N | 1 | 1/N^2", ("1/N", "1", "1/N^2")),
-        "batch": Key(1, int, "independent systems simulated together (seeds)", check=_ge(1),
-                     allowed="an integer >= 1"),
     },
     "initial": {
         "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file",
                     ("uniform", "noise", "tokens", "mode", "bumps", "file")),
-        "seed": Key(0, int, "random seed (noise, tokens)", check=_ge(0),
+        "seed": Key(0, int, "random seed (noise, tokens)", check=ge(0),
                     allowed="an integer >= 0"),
         "amplitude": Key(0.01, NUM, "noise sigma (absolute on the density) or mode alpha",
-                         check=_ge(0), allowed="a number >= 0"),
-        "tokens": Key(10000, NUM, "N for the N-token noise model", check=_ge(1),
+                         check=ge(0), allowed="a number >= 0"),
+        "tokens": Key(10000, NUM, "N for the N-token noise model", check=ge(1),
                       allowed="a number >= 1"),
-        "cutoff": Key(64, int, "highest Fourier mode of the N-token noise", check=_ge(1),
+        "cutoff": Key(64, int, "highest Fourier mode of the N-token noise", check=ge(1),
                       allowed="an integer >= 1"),
-        "mode": Key(3, int, "k of the single-mode initial condition", check=_ge(1),
+        "mode": Key(3, int, "k of the single-mode initial condition", check=ge(1),
                     allowed="an integer >= 1"),
         "phase": Key(0.0, NUM, "phase phi of alpha cos(k theta + phi)",
                      check=math.isfinite, allowed="a finite number"),
-        "renormalize": Key(False, bool, "noise: divide by the discrete mass"),
+        "renormalize": Key(True, bool, "noise: divide by the discrete mass so mu is a "
+                           "probability measure; false = seed 003's unnormalised "
+                           "1/(2 pi) + sigma xi (mass 1 + O(sigma sqrt(dx)))"),
         "centres": Key([], list, "bumps: centres (angles)"),
         "masses": Key([], list, "bumps: masses (default equal, sum <= 1)"),
-        "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=_gt(0),
+        "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=gt(0),
                      allowed="a number > 0"),
         "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array"),
     },
@@ -126,21 +106,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            ("time", "e_folds")),
         "schedule": Key("linear", str, "linear | log | steps", ("linear", "log", "steps")),
         "n_outputs": Key(101, int, "number of snapshots (linear, log; t = 0 included)",
-                         check=_ge(2), allowed="an integer >= 2"),
+                         check=ge(2), allowed="an integer >= 2"),
         "t_first": Key(0.0, NUM, "log: first positive output time (0 = t_end/1000)",
-                       check=_ge(0), allowed="a number >= 0"),
-        "every_steps": Key(100, int, "steps: a snapshot every this many steps", check=_ge(1),
+                       check=ge(0), allowed="a number >= 0"),
+        "every_steps": Key(100, int, "steps: a snapshot every this many steps", check=ge(1),
                            allowed="an integer >= 1"),
         "diagnostics_per_output": Key(5, int, "diagnostic records per snapshot interval",
-                                      check=_ge(1), allowed="an integer >= 1"),
+                                      check=ge(1), allowed="an integer >= 1"),
     },
     "stop": {
         "ebar_above": Key(0.0, NUM, "stop once Ebar exceeds this (0 = never)",
                           check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]"),
         "wall_seconds": Key(0.0, NUM, "stop after this wall-clock time, resumable (0 = never)",
-                            check=_ge(0), allowed="a number >= 0"),
-        "unresolved": Key(True, bool, "sphere: stop (complete, with a message) once the "
-                          "spectrum tail says the solution is no longer resolved"),
+                            check=ge(0), allowed="a number >= 0"),
     },
     "output": {
         "path": Key("data/run.h5", str, "output HDF5 file"),
@@ -148,11 +126,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "compression_level": Key(4, int, "gzip level", check=lambda v: 0 <= v <= 9,
                                  allowed="an integer in 0..9"),
         "checkpoint_seconds": Key(60.0, NUM, "wall-clock interval between checkpoints",
-                                  check=_ge(0), allowed="a number >= 0"),
+                                  check=ge(0), allowed="a number >= 0"),
     },
     "analysis": {
         "cluster_level": Key(2.0, NUM, "cluster = connected region where p > level * p_inf",
-                             check=_gt(1), allowed="a number > 1"),
+                             check=gt(1), allowed="a number > 1"),
         "cluster_min_mass": Key(0.01, NUM, "clusters lighter than this are ignored",
                                 check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
         "cluster_eps": Key(0.01, NUM, "particles on S^{d-1}, d >= 3: tokens with "
@@ -161,26 +139,49 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "exit_threshold": Key(0.3, NUM, "exit from uniform when TV distance exceeds this",
                               check=lambda v: 0 < v < 1, allowed="a number in (0, 1)"),
         "min_plateau_outputs": Key(3, int, "snapshots a metastable plateau must span",
-                                   check=_ge(1), allowed="an integer >= 1"),
+                                   check=ge(1), allowed="an integer >= 1"),
         "min_plateau_efolds": Key(2.0, NUM, "a plateau must also last this many 1/gamma_max",
-                                  check=_ge(0), allowed="a number >= 0"),
+                                  check=ge(0), allowed="a number >= 0"),
         "clustered_fraction": Key(0.5, NUM, "clusters are counted once this fraction of the "
                                   "mass lies in cluster cores (else 0: still forming)",
                                   check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
     },
 }
 
-#: defaults that depend on model.domain, applied to keys the user did not set
-DOMAIN_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "sphere": {"model": {"dim": 3}, "discretization": {"scheme": "spectral"},
-               "initial": {"kind": "tokens"}},
-    "zonal": {"model": {"dim": 3}, "discretization": {"scheme": "fv", "cells": 512},
-              "initial": {"kind": "tokens", "cutoff": 16}},
-    "particles": {"initial": {"kind": "uniform"}},
-}
+#: section order of the full schema (domain sections such as [particles] go before [initial])
+_ORDER = ("model", "drift", "discretization", "particles", "initial", "time", "stop", "output",
+          "analysis")
 
-#: domains whose solvers exist in this version
-IMPLEMENTED_DOMAINS = {"circle", "particles", "sphere", "zonal"}
+
+def _build_schema() -> tuple[dict[str, dict[str, Key]], dict[tuple[str, str], str]]:
+    """CORE + [drift] + every domain's keys; and which domain owns each domain key."""
+    from meanfield.domains import DOMAINS
+
+    schema: dict[str, dict[str, Key]] = {s: dict(k) for s, k in CORE.items()}
+    schema["drift"] = _drift_keys()
+    owner: dict[tuple[str, str], str] = {}
+    for dom in DOMAINS.values():
+        for section, keys in dom.keys.items():
+            schema.setdefault(section, {}).update(keys)
+            for k in keys:
+                owner[(section, k)] = dom.name
+    from solvers.drifts import DRIFTS
+
+    docs = {"domain": " | ".join(DOMAINS) + " (circle: S^1 finite volumes; sphere: S^2 "
+                      "spectral; zonal: axisymmetric S^{d-1}; particles: tokens)",
+            "drift": " | ".join(f"{n} ({c.__doc__.strip().splitlines()[0]})"
+                               for n, c in DRIFTS.items()) + " (other domains: convolution)"}
+    for name in ("domain", "scheme", "drift"):
+        sec = "model" if name != "scheme" else "discretization"
+        key = schema[sec][name]
+        schema[sec][name] = Key(key.default, key.kind, docs.get(name, key.doc),
+                                _choices_of(name))
+    ordered = {s: schema[s] for s in _ORDER if s in schema}
+    ordered.update({s: v for s, v in schema.items() if s not in ordered})
+    return ordered, owner
+
+
+SCHEMA, DOMAIN_KEYS = _build_schema()
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -244,70 +245,41 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
             raise InputError("--set", "must be section.key=value", item)
         lhs, text = item.split("=", 1)
         section, key = lhs.strip().split(".", 1)
-        out.setdefault(section, {})[key] = parse_value(text.strip())
+        out.setdefault(section, {})[key] = parse_value(text.strip(), _kind(section, key))
     return out
 
 
-def parse_value(text: str) -> Any:
+def _kind(section: str, key: str):
+    spec = SCHEMA.get(section, {}).get(key)
+    return None if spec is None else spec.kind
+
+
+def parse_value(text: str, kind=None) -> Any:
+    """A value in TOML syntax; bare words are strings. For a string key (``kind`` str) the
+    text is taken as written (``--set particles.normalization=1`` means "1"), unless quoted."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    if kind is str and not isinstance(value, str):
+        return text
+    return value
 
 
 def check_consistency(cfg: dict) -> None:
-    """Cross-key rules (each names the key at fault)."""
-    m, d, i = cfg["model"], cfg["discretization"], cfg["initial"]
-    if m["domain"] not in IMPLEMENTED_DOMAINS:
-        raise InputError("model.domain", f"must be one of {', '.join(sorted(IMPLEMENTED_DOMAINS))}"
-                         " in this version", m["domain"])
+    """Cross-key rules (each names the key at fault): the shared ones here, the domain's own
+    in its module (``Domain.check``)."""
+    from meanfield.domains import get
+
+    m, i = cfg["model"], cfg["initial"]
+    domain = get(m["domain"])
     if m["time_unit"] == "scaled" and m["model"] != "usa":
         raise InputError("model.time_unit", "'scaled' applies to model.model = 'usa' only")
-    if m["domain"] == "circle":
-        if m["dim"] != 2:
-            raise InputError("model.dim", "must be 2 for model.domain = 'circle'", m["dim"])
-        if d["scheme"] not in ("fv2", "rusanov", "lf"):
-            raise InputError("discretization.scheme", "must be fv2, rusanov or lf on the circle",
-                             d["scheme"])
-        if i["kind"] == "mode" and 2 * i["mode"] >= d["cells"]:
-            raise InputError("initial.mode", "must be < discretization.cells / 2", i["mode"])
-        if i["kind"] == "tokens" and 2 * i["cutoff"] + 2 > d["cells"]:
-            raise InputError("initial.cutoff", "must be <= (discretization.cells - 2)/2",
-                             i["cutoff"])
-    if m["domain"] == "sphere":
-        if m["dim"] != 3:
-            raise InputError("model.dim", "must be 3 for model.domain = 'sphere'", m["dim"])
-        if d["scheme"] != "spectral":
-            raise InputError("discretization.scheme", "must be 'spectral' on the sphere",
-                             d["scheme"])
-        if d["cfl"] > 0.55:
-            raise InputError("discretization.cfl", "must be <= 0.55 on the sphere", d["cfl"])
-    if m["domain"] == "zonal" and d["scheme"] != "fv":
-        raise InputError("discretization.scheme", "must be 'fv' for model.domain = 'zonal'",
-                         d["scheme"])
-    if m["domain"] in ("sphere", "zonal"):
-        if i["kind"] == "mode" and m["domain"] == "sphere" and i["mode"] > d["lmax"]:
-            raise InputError("initial.mode", "must be <= discretization.lmax", i["mode"])
-        if i["kind"] == "bumps" and m["domain"] == "sphere" and len(i["centres"]) % 2:
-            raise InputError("initial.centres", "must list (lat, lon) pairs in degrees on the "
-                             "sphere")
-        if cfg["time"]["schedule"] == "steps":
-            raise InputError("time.schedule", "must be linear or log on the sphere and zonal")
-    if m["domain"] == "particles":
-        if i["kind"] not in ("uniform", "noise", "tokens", "file"):
-            raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
-                             "uniform tokens) or file for model.domain = 'particles'", i["kind"])
-        if cfg["time"]["schedule"] == "steps":
-            raise InputError("time.schedule", "must be linear or log for particles")
-        p = cfg["particles"]
-        if p["normalization"] != "1/N" and m["model"] != "usa":
-            raise InputError("particles.normalization", "applies to model.model = 'usa' only")
-        if cfg["time"]["t_end_units"] == "e_folds" and (p["mask"] != "none"
-                                                         or p["qkv"] != "identity"):
-            raise InputError("time.t_end_units", "'e_folds' needs particles.mask = 'none' and "
-                             "particles.qkv = 'identity' (gamma_max is known only then)")
-    if d["dt_per_dx"] > 0 and d["scheme"] != "lf":
-        raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
+    for (section, key), owner in DOMAIN_KEYS.items():
+        if owner != domain.name and key not in domain.keys.get(section, {}) \
+                and cfg[section][key] != SCHEMA[section][key].default:
+            raise InputError(f"{section}.{key}", f"applies to model.domain = '{owner}' only "
+                             f"(this run has model.domain = '{domain.name}')")
     if i["kind"] == "bumps":
         if not i["centres"]:
             raise InputError("initial.centres", "must list at least one centre for kind 'bumps'")
@@ -319,6 +291,7 @@ def check_consistency(cfg: dict) -> None:
     t = cfg["time"]
     if t["schedule"] == "log" and t["t_first"] >= t["t_end"]:
         raise InputError("time.t_first", "must be < time.t_end", t["t_first"])
+    domain.check(cfg)
 
 
 def resolve(path: str | Path | None = None, sets: Iterable[str] = (),
@@ -348,7 +321,9 @@ def resolve(path: str | Path | None = None, sets: Iterable[str] = (),
 
 def apply_domain_defaults(cfg: dict, explicit: set[tuple[str, str]]) -> dict:
     """Fill keys the user left unset with the defaults of model.domain (e.g. sphere: d = 3)."""
-    for section, values in DOMAIN_DEFAULTS.get(cfg["model"]["domain"], {}).items():
+    from meanfield.domains import get
+
+    for section, values in get(cfg["model"]["domain"]).defaults.items():
         for key, value in values.items():
             if (section, key) not in explicit:
                 cfg[section][key] = value

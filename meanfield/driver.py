@@ -1,4 +1,10 @@
-"""The integration driver: config -> solver -> HDF5 file, with checkpoints and resume."""
+"""The integration driver: config -> domain's run adapter -> HDF5 file, with checkpoints,
+stop rules and resume.
+
+The stepping loop is ``solvers.stepping.march``; this module is its file handler: it
+appends diagnostics and snapshots, publishes checkpoints, and applies the stop rules
+(``STOP_RULES``, a list of predicates on the diagnostics).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from meanfield import config as config_mod
-from meanfield import storage
-from meanfield.errors import InputError
-from meanfield.problems import make_problem, output_schedule, time_scale
-from solvers.integrators import SolverError
+from meanfield.domains import get as get_domain
+from meanfield.io import storage
+from meanfield.schedule import targets
+from meanfield.theory.errors import InputError
+from solvers.stepping import SolverError, march
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: resumable, run again
 
@@ -103,9 +110,30 @@ def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = Fa
     return "fresh"
 
 
+def unresolved_rule(cfg: dict, t: float, diag: dict) -> str | None:
+    """Stop once a spectral solution reports it is no longer resolved (stop.unresolved)."""
+    if cfg["stop"].get("unresolved", False) and "resolved" in diag and not diag["resolved"]:
+        return (f"stopped at t = {t:.6g}: no longer resolved (spectral tail fraction "
+                f"{diag.get('tail_fraction', float('nan')):.2e}); raise lmax, or set "
+                "stop.unresolved = false")
+    return None
+
+
+def ebar_rule(cfg: dict, t: float, diag: dict) -> str | None:
+    """Stop once Ebar exceeds stop.ebar_above (every system of a batch)."""
+    level = cfg["stop"]["ebar_above"]
+    if level > 0 and "ebar" in diag and np.min(diag["ebar"]) > level:
+        return f"stopped at Ebar = {np.min(diag['ebar']):.4f} > {level}"
+    return None
+
+
+#: Stop rules: predicates (cfg, t, diagnostics) -> message or None, applied at every record.
+STOP_RULES = [unresolved_rule, ebar_rule]
+
+
 def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = False,
             quiet: bool = False) -> RunSummary:
-    """Run (or resume) one configuration to its HDF5 file. See module storage for safety."""
+    """Run (or resume) one configuration to its HDF5 file. See io.storage for safety."""
     action = plan(cfg, cfg_text, resume=resume, overwrite=overwrite)
     final = Path(cfg["output"]["path"])
     if action == "skip":
@@ -115,7 +143,9 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
         cfg = config_mod.from_text(text)
         cfg["output"]["path"] = str(final)
         cfg_text = text
-    problem = make_problem(cfg)  # validates solver parameters before any file is touched
+    # build the solver and the schedule first: bad parameters fail before a file is touched
+    problem = get_domain(cfg["model"]["domain"]).problem(cfg)
+    t_end, next_target = targets(cfg, problem.gamma_max)
     out = cfg["output"]
     if action == "fresh":
         state = problem.initial_state()
@@ -137,98 +167,70 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
         writer.set_status("running")
     try:
         return _loop(problem, writer, cfg, state, stats, t, index, final, quiet,
-                     resumed=action == "resume")
+                     resumed=action == "resume", t_end=t_end, next_target=next_target)
     finally:
         writer.close()
 
 
-def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed) -> RunSummary:
-    tcfg, stop, out = cfg["time"], cfg["stop"], cfg["output"]
-    t_end = tcfg["t_end"] * time_scale(cfg, problem.gamma_max)
-    schedule = output_schedule(cfg, problem.gamma_max)
+def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t_end,
+          next_target) -> RunSummary:
+    stop, out = cfg["stop"], cfg["output"]
     start = time.monotonic()
     deadline = start + stop["wall_seconds"] if stop["wall_seconds"] > 0 else None
-    last_ckpt = start
+    last_ckpt = [start]
     bar = _progress(t_end, t, quiet)
     diag: dict[str, Any] = {}
+    current = {"state": state, "t": t, "index": index}
 
     def checkpoint(status="running"):
-        arrays, scalars = problem.save_state(state, stats)
-        scalars.update({"t": t, "index": index})
+        arrays, scalars = problem.save_state(current["state"], stats)
+        scalars.update({"t": current["t"], "index": current["index"]})
         writer.checkpoint(final, arrays, scalars, status)
 
     def summary(status, message=""):
-        mode = diag.get("dominant_mode", diag.get("dominant_degree"))
+        mode = diag.get("dominant_mode")
         ebar = diag.get("ebar")
-        return RunSummary(str(final), status, message, t, stats.steps,
+        return RunSummary(str(final), status, message, current["t"], stats.steps,
                           time.monotonic() - start, resumed,
                           None if mode is None else int(np.ravel(mode)[0]),
                           None if ebar is None else float(np.min(ebar)))
 
+    def handler(i, t_now, s, d, target):
+        diag.clear()
+        diag.update(d)
+        writer.append_diagnostics(t_now, d)
+        snap = target.snapshot or t_now >= t_end
+        if snap:
+            writer.append_snapshot(t_now, problem.snapshot(s))
+        current.update(state=s, t=t_now, index=i + 1)
+        if bar is not None:
+            bar.update(t_now - bar.n)
+            mode = d.get("dominant_mode")
+            mode = int(np.ravel(mode)[0]) if mode is not None else "-"
+            bar.set_postfix_str(f"dt={stats.last_dt:.2e} mode={mode}", refresh=False)
+        for rule in STOP_RULES:
+            message = rule(cfg, t_now, d)
+            if message is not None:
+                if not snap:
+                    writer.append_snapshot(t_now, problem.snapshot(s))
+                return message
+        if time.monotonic() - last_ckpt[0] >= out["checkpoint_seconds"]:
+            checkpoint()
+            last_ckpt[0] = time.monotonic()
+        return None
+
     try:
-        if schedule is None:  # every n steps
-            every = tcfg["every_steps"]
-            sub = max(1, every // tcfg["diagnostics_per_output"])
-            n_targets = None
-        else:
-            times, mask = schedule
-            n_targets = len(times)
-        while True:
-            if schedule is None:
-                if index > 0 and t >= t_end:
-                    break
-                if index == 0:
-                    target_steps = 0
-                else:
-                    target_steps = index * sub
-                    state, t = problem.advance(state, t, t_end, stats, deadline, target_steps)
-                snap = index % (every // sub) == 0 or t >= t_end
-                if stats.steps < target_steps and t < t_end:  # deadline
-                    checkpoint("interrupted")
-                    return _interrupted(writer, final, summary)
-            else:
-                if index >= n_targets:
-                    break
-                target = float(times[index])
-                state, t = problem.advance(state, t, target, stats, deadline)
-                if t < target:
-                    checkpoint("interrupted")
-                    return _interrupted(writer, final, summary)
-                snap = bool(mask[index])
-            diag = problem.diagnostics(state, stats)
-            writer.append_diagnostics(t, diag)
-            if snap:
-                writer.append_snapshot(t, problem.snapshot(state))
-            index += 1
-            if bar is not None:
-                bar.update(t - bar.n)
-                mode = diag.get("dominant_mode", diag.get("dominant_degree"))
-                mode = int(np.ravel(mode)[0]) if mode is not None else "-"
-                bar.set_postfix_str(f"dt={stats.last_dt:.2e} mode={mode}", refresh=False)
-            if deadline is not None and time.monotonic() > deadline and index < (
-                    n_targets or index + 1):
-                checkpoint("interrupted")
-                return _interrupted(writer, final, summary)
-            if stop["unresolved"] and "resolved" in diag and not diag["resolved"]:
-                if not snap:
-                    writer.append_snapshot(t, problem.snapshot(state))
-                msg = (f"stopped at t = {t:.6g}: no longer resolved (spectral tail fraction "
-                       f"{diag.get('tail_fraction', float('nan')):.2e}); raise lmax, or set "
-                       "stop.unresolved = false")
-                writer.finish(final, "complete", msg)
-                return summary("complete", msg)
-            if stop["ebar_above"] > 0 and np.min(diag.get("ebar", 0)) > stop["ebar_above"]:
-                if not snap:
-                    writer.append_snapshot(t, problem.snapshot(state))
-                writer.finish(final, "complete",
-                              f"stopped at Ebar = {np.min(diag['ebar']):.4f} > "
-                              f"{stop['ebar_above']}")
-                return summary("complete", f"stopped early: Ebar > {stop['ebar_above']}")
-            now = time.monotonic()
-            if now - last_ckpt >= out["checkpoint_seconds"]:
-                checkpoint()
-                last_ckpt = time.monotonic()
-        writer.finish(final, "complete")
+        res = march(problem, state, t, stats, next_target, handler, index=index,
+                    deadline=deadline)
+        if res.status == "interrupted":
+            # resume exactly where stepping stopped (possibly inside an output interval):
+            # the state and the step statistics belong together
+            current.update(state=res.state, t=res.t, index=res.index)
+            checkpoint("interrupted")
+            return _interrupted(writer, final, summary)
+        writer.finish(final, "complete", res.message)
+        if res.status == "stopped":
+            return summary("complete", res.message)
         return summary("complete")
     except SolverError as exc:
         writer.finish(final, "failed", str(exc))

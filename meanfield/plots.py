@@ -1,4 +1,10 @@
-"""Figures of a circle run (PNG): space-time map, snapshots, energy, Fourier modes, clusters."""
+"""Figures (PNG) of a run and of a sweep.
+
+``plot_run`` draws what every run has (energy staircase, cluster counts, spectrum with the
+predicted slopes) and asks the run's domain module for its own figures, which use the
+helpers here: ``profile_figures`` (space-time map and snapshots of a 1-D density),
+``sphere_maps`` and ``particle_figures``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from meanfield.atomic import atomic_path
-from meanfield.growth import growth_rate
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    _plt().close(fig)
-    return str(path)
+from meanfield.figures import first_positive, pyplot, save, use_log_time
+from meanfield.theory.growth import growth_rate
 
 
 def _title(run) -> str:
     cfg = run.config
-    m, d = cfg["model"], cfg["discretization"]
-    dom = run.domain
-    if dom == "particles":
-        res = f"N = {cfg['particles']['count']}, {cfg['particles']['integrator']}"
-    elif dom == "sphere":
-        res = f"spectral, lmax = {d['lmax']}"
-    else:
-        res = f"{d['scheme']}, M = {d['cells']}"
+    m = cfg["model"]
+    res = run.domain_module.resolution(cfg)
     return rf"$\beta$ = {m['beta']:g}, {m['model'].upper()}, $S^{{{m['dim'] - 1}}}$, {res}"
 
 
 def _energy_figure(run, path: Path, title: str, system: int = 0) -> str:
-    plt = _plt()
+    plt = pyplot()
     d, td = run.diagnostics, run.diag_times
     eb = d["ebar"][:, system] if d["ebar"].ndim == 2 else d["ebar"]
     unit = run.config["model"]["time_unit"]
@@ -57,238 +41,106 @@ def _energy_figure(run, path: Path, title: str, system: int = 0) -> str:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _clusters_figure(run, res, path: Path, title: str, dom_key: str | None,
-                     system: int = 0) -> str:
-    plt = _plt()
+def _clusters_figure(run, res, path: Path, title: str, system: int = 0) -> str:
+    plt = pyplot()
     times, td = run.times, run.diag_times
     k_pred = res["k_max_predicted"]
     unit = run.config["model"]["time_unit"]
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     ax.step(times, res["cluster_counts"], where="post", color="C0", label="detected clusters")
-    ax.axhline(k_pred, color="C3", ls="--", lw=1, label=rf"$k_{{max}}$ = {k_pred}")
-    if dom_key is not None:
-        dm = run.diagnostics[dom_key]
+    if k_pred is not None:
+        ax.axhline(k_pred, color="C3", ls="--", lw=1, label=rf"$k_{{max}}$ = {k_pred}")
+    dm = run.diagnostics.get("dominant_mode")
+    if dm is not None:
         dm = dm[:, system] if dm.ndim == 2 else dm
-        ax.plot(td, dm, ".", color="0.6", ms=2, label="dominant mode / degree")
+        ax.plot(td, dm, ".", color="0.6", ms=2, label="dominant mode")
     ax.set_xlabel(f"t ({unit} time)")
     ax.set_ylabel("count")
-    ax.set_ylim(bottom=0, top=max(2 * k_pred + 1, max(res["cluster_counts"] or [0]) + 1))
+    ax.set_ylim(bottom=0, top=max(2 * (k_pred or 1) + 1, max(res["cluster_counts"] or [0]) + 1))
+    if use_log_time(run):
+        ax.set_xscale("symlog", linthresh=first_positive(times))
     ax.legend(fontsize=8)
     ax.set_title(f"clusters, {title}", fontsize=9)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _modes_figure(run, res, amps: np.ndarray, path: Path, title: str, label: str,
-                  power: bool = False) -> str:
-    """Mode amplitudes against t on a log scale with the predicted slopes e^{gamma_k t}."""
-    plt = _plt()
+def _spectrum_figure(run, res, path: Path, title: str, label: str, system: int = 0) -> str | None:
+    """Spectrum amplitudes against t on a log scale with the predicted slopes e^{gamma_k t}."""
+    amps = run.diagnostics.get("spectrum")
+    if amps is None:
+        return None
+    amps = amps[:, system] if amps.ndim == 3 else amps
+    plt = pyplot()
     cfg = run.config
     beta, model, unit, dim = (cfg["model"]["beta"], cfg["model"]["model"],
                               cfg["model"]["time_unit"], cfg["model"]["dim"])
     td = run.diag_times
     k_pred = res["k_max_predicted"]
-    ks = sorted({max(1, k_pred - 1), k_pred, k_pred + 1, 1, 2 * k_pred} - {0})
+    k_ref = k_pred or int(np.argmax(amps[-1, 1:]) + 1)
+    ks = sorted({max(1, k_ref - 1), k_ref, k_ref + 1, 1, 2 * k_ref} - {0})
     ks = [k for k in ks if k < amps.shape[1]]
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     t_lin = td[td <= (res.get("exit_time") or td[-1])]
     for j, k in enumerate(ks):
         line, = ax.semilogy(td, amps[:, k], color=f"C{j}", label=f"k = {k}")
-        g = float(growth_rate(k, beta, dim, model, unit)) * (2 if power else 1)
+        if k_pred is None:
+            continue
+        g = float(growth_rate(k, beta, dim, model, unit))
         if np.isfinite(g) and amps[0, k] > 0:
             ax.semilogy(t_lin, amps[0, k] * np.exp(g * t_lin), "--", color=line.get_color(),
                         lw=0.9)
     ax.set_xlabel(f"t ({unit} time)")
     ax.set_ylabel(label)
-    slope = r"e^{2\gamma_k t}" if power else r"e^{\gamma_k t}"
-    ax.set_title(rf"mode amplitudes (dashed: initial value $\times {slope}$)", fontsize=10)
+    ax.set_title(r"spectrum (dashed: initial value $\times e^{\gamma_k t}$)" if k_pred
+                 else "spectrum", fontsize=10)
     pos = amps[:, ks][amps[:, ks] > 0]
     if pos.size:
         ax.set_ylim(bottom=max(1e-14, pos.min() / 3))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def plot_run(run, out_dir: str | Path, analysis: dict[str, Any] | None = None) -> list[str]:
+def plot_run(run, out_dir: str | Path, analysis: dict[str, Any] | None = None, *,
+             time_axis: str = "auto") -> list[str]:
     """Write the standard figures of ``run`` into ``out_dir``; returns the file names.
 
-    circle, zonal: space-time map, snapshots, energy, mode amplitudes, clusters;
-    sphere: Mollweide and orthographic maps, degree spectrum, energy, clusters;
-    particles: trajectories with the predicted cluster lines (circle), histograms, energy,
-    clusters.
+    Every run: energy (linear and log time), cluster counts, spectrum with the predicted
+    slopes; plus the domain's own figures (circle, zonal: space-time map and snapshots;
+    sphere: Mollweide and orthographic maps; particles: trajectories and histograms).
+    ``time_axis`` (auto | linear | log) chooses the time axis of the time-resolved figures.
     """
     out = Path(out_dir)
     stem = Path(run.path).stem
     res = analysis if analysis is not None else run.analyze()
     title = _title(run)
-    dom = run.domain
-    files = []
-    if dom in ("circle", "zonal"):
-        files += _plot_profiles(run, res, out, stem, title)
-        amps = run.diagnostics["fourier"] if dom == "circle" else np.abs(
-            run.diagnostics["gegenbauer"])
-        label = r"$|\hat p_k(t)|$" if dom == "circle" else r"$|a_k(t)|$ (Gegenbauer)"
-        files.append(_modes_figure(run, res, amps, out / f"{stem}_modes.png", title, label))
-        dom_key = "dominant_mode" if dom == "circle" else "dominant_degree"
-    elif dom == "sphere":
-        files += _plot_sphere_maps(run, out, stem, title)
-        files.append(_modes_figure(run, res, run.diagnostics["power"],
-                                   out / f"{stem}_spectrum.png", title,
-                                   r"power per degree $P_l(t)$", power=True))
-        dom_key = "dominant_degree"
-    else:
-        files += _plot_particles(run, res, out, stem, title)
-        dom_key = "dominant_mode" if "dominant_mode" in run.diagnostics else None
+    dom = run.domain_module
+    run.time_axis = time_axis
+    files = list(dom.figures(run, res, out, stem, title))
+    spec = _spectrum_figure(run, res, out / f"{stem}_spectrum.png", title, dom.spectrum_label)
+    if spec is not None:
+        files.append(spec)
     files.append(_energy_figure(run, out / f"{stem}_energy.png", title))
-    files.append(_clusters_figure(run, res, out / f"{stem}_clusters.png", title, dom_key))
-    return files
-
-
-def _plot_profiles(run, res, out: Path, stem: str, title: str) -> list[str]:
-    """Space-time map and snapshots of a 1-D density (circle: theta in [0, 2pi); zonal:
-    polar angle in [0, pi])."""
-    from matplotlib.colors import PowerNorm
-
-    plt = _plt()
-    times = run.times
-    theta = run.coords["theta"]
-    dens = run.density[()]
-    unit = run.config["model"]["time_unit"]
-    top = 2 * np.pi if run.domain == "circle" else np.pi
-    ticks = ([0, np.pi, 2 * np.pi], ["0", r"$\pi$", r"$2\pi$"]) if top > 4 else (
-        [0, np.pi / 2, np.pi], ["0", r"$\pi/2$", r"$\pi$"])
-    files = []
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    vmax = np.percentile(dens, 99.5)
-    mesh = ax.pcolormesh(times, theta, dens.T, shading="nearest", cmap="magma",
-                         norm=PowerNorm(0.4, vmin=0, vmax=vmax), rasterized=True)
-    fig.colorbar(mesh, ax=ax, label=r"density $p(t,\theta)$")
-    if res.get("exit_time") is not None:
-        ax.axvline(res["exit_time"], color="c", ls="--", lw=1, label="exit from uniform")
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_xlabel(f"t ({unit} time)")
-    ax.set_ylabel(r"$\theta$" + (" (angle to the pole)" if top < 4 else ""))
-    ax.set_yticks(*ticks)
-    ax.set_title(f"space-time density, {title}", fontsize=9)
-    if run.config["time"]["schedule"] == "log" and times.size > 2:
-        ax.set_xscale("symlog", linthresh=times[1])
-    files.append(_save(fig, out / f"{stem}_spacetime.png"))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    idx = np.unique(np.linspace(0, times.size - 1, 6).round().astype(int))
-    cmap = plt.get_cmap("viridis")
-    for j, i in enumerate(idx):
-        ax.plot(theta, dens[i], color=cmap(j / max(len(idx) - 1, 1)), lw=1.1,
-                label=f"t = {times[i]:.3g}")
-    ax.set_yscale("symlog", linthresh=float(np.mean(dens[0])))
-    ax.set_xlabel(r"$\theta$")
-    ax.set_ylabel(r"$p(\theta)$")
-    ax.set_xticks(*ticks)
-    ax.legend(fontsize=8)
-    ax.set_title(f"snapshots, {title}", fontsize=9)
-    files.append(_save(fig, out / f"{stem}_snapshots.png"))
-    return files
-
-
-def _plot_sphere_maps(run, out: Path, stem: str, title: str) -> list[str]:
-    """Mollweide maps of 4 snapshots and an orthographic view of the last one."""
-    plt = _plt()
-    lat = np.radians(run.coords["lat"])
-    lon = np.radians(run.coords["lon"])
-    lon_c = np.where(lon > np.pi, lon - 2 * np.pi, lon)
-    order = np.argsort(lon_c)
-    times = run.times
-    idx = np.unique(np.linspace(0, times.size - 1, 4).round().astype(int))
-    fig = plt.figure(figsize=(12, 6))
-    for n, i in enumerate(idx):
-        ax = fig.add_subplot(2, 2, n + 1, projection="mollweide")
-        p = run.snapshot(int(i))[:, order]
-        mesh = ax.pcolormesh(lon_c[order], lat, p, shading="nearest", cmap="magma",
-                             rasterized=True)
-        ax.set_title(f"t = {times[i]:.3g}", fontsize=9)
-        ax.set_xticklabels([])
-        ax.set_yticklabels([])
-        fig.colorbar(mesh, ax=ax, shrink=0.7)
-    fig.suptitle(f"density on the sphere (Mollweide), {title}", fontsize=10)
-    files = [_save(fig, out / f"{stem}_mollweide.png")]
-    # orthographic view: project the visible hemisphere (centred on the density maximum)
-    p = run.snapshot(times.size - 1)
-    i0, j0 = np.unravel_index(np.argmax(p), p.shape)
-    la0, lo0 = lat[i0], lon[j0]
-    LA, LO = np.meshgrid(lat, lon, indexing="ij")
-    cosc = np.sin(la0) * np.sin(LA) + np.cos(la0) * np.cos(LA) * np.cos(LO - lo0)
-    xs = np.cos(LA) * np.sin(LO - lo0)
-    ys = np.cos(la0) * np.sin(LA) - np.sin(la0) * np.cos(LA) * np.cos(LO - lo0)
-    vis = cosc > 0
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    sc = ax.scatter(xs[vis], ys[vis], c=p[vis], s=4, cmap="magma", rasterized=True)
-    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.5"))
-    ax.set_aspect("equal")
-    ax.axis("off")
-    fig.colorbar(sc, ax=ax, shrink=0.8)
-    ax.set_title(f"orthographic view at t = {times[-1]:.3g}\n{title}", fontsize=9)
-    files.append(_save(fig, out / f"{stem}_orthographic.png"))
-    return files
-
-
-def _plot_particles(run, res, out: Path, stem: str, title: str, system: int = 0) -> list[str]:
-    plt = _plt()
-    files = []
-    times = run.times
-    if run.field != "angles":
-        return files
-    ang = np.mod(run.density[:, system, :], 2 * np.pi)  # (time, N)
-    n = ang.shape[1]
-    pick = np.linspace(0, n - 1, min(n, 300)).round().astype(int)
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    ax.plot(times, ang[:, pick], ",", color="C0", alpha=0.6)
-    ax.plot(np.repeat(times, pick.size), ang[:, pick].ravel(), ".", color="C0", ms=0.8,
-            alpha=0.5)
-    k = res["k_max_predicted"]
-    t_exit = res.get("exit_time")
-    if t_exit is not None and k >= 1:
-        i = int(np.searchsorted(times, t_exit))
-        i = min(i, times.size - 1)
-        ck = np.mean(np.exp(-1j * k * ang[i]))
-        for j in range(k):
-            ax.axhline(np.mod((2 * np.pi * j - np.angle(ck)) / k, 2 * np.pi), color="C3",
-                       ls="--", lw=0.9)
-        ax.axvline(t_exit, color="c", ls=":", lw=1)
-    ax.set_ylim(0, 2 * np.pi)
-    ax.set_xlabel(f"t ({run.config['model']['time_unit']} time)")
-    ax.set_ylabel(r"$\theta_i$")
-    ax.set_title(f"token trajectories (dashed: predicted cluster angles), {title}",
-                 fontsize=9)
-    files.append(_save(fig, out / f"{stem}_trajectories.png"))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
-    for ax, i in zip(axes, np.unique(np.linspace(0, times.size - 1, 3).round().astype(int)),
-                     strict=False):
-        ax.hist(ang[i], bins=100, range=(0, 2 * np.pi), density=True, color="C0")
-        ax.axhline(1 / (2 * np.pi), color="0.5", lw=0.8)
-        ax.set_title(f"t = {times[i]:.3g}", fontsize=9)
-        ax.set_xlabel(r"$\theta$")
-    axes[0].set_ylabel("density")
-    fig.suptitle(f"histograms (100 bins), {title}", fontsize=9)
-    fig.tight_layout()
-    files.append(_save(fig, out / f"{stem}_histograms.png"))
+    files.append(_clusters_figure(run, res, out / f"{stem}_clusters.png", title))
     return files
 
 
 def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[str]:
     """Sweep figure: first-plateau cluster count and exit time against beta."""
-    from meanfield.growth import kmax_asymptotic, most_unstable_mode
     from meanfield.sweep import load_manifest
+    from meanfield.theory.growth import kmax_asymptotic, most_unstable_mode
 
-    plt = _plt()
+    plt = pyplot()
     out = Path(out_dir)
     data = load_manifest(out)
     runs = data["runs"]
     keys = [p["key"] for p in data["params"]]
     if "model.beta" not in keys:
-        from meanfield.errors import InputError
+        from meanfield.theory.errors import InputError
 
         raise InputError("DIR", "the sweep figure needs model.beta among the swept keys")
     import tomllib
@@ -342,4 +194,4 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
     ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
     target = Path(fig_dir) if fig_dir else out
-    return [_save(fig, target / "sweep.png")]
+    return [save(fig, target / "sweep.png")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from meanfield.errors import InputError
+from meanfield.theory.errors import InputError
 
 
 def parse_range(text: str, name: str) -> list[float]:

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from meanfield import config as config_mod
-from meanfield.atomic import write_text_atomic
-from meanfield.errors import InputError
+from meanfield.io.atomic import write_text_atomic
 from meanfield.ranges import parse_range
+from meanfield.theory.errors import InputError
 
 MANIFEST = "sweep.json"
 SUMMARY_CSV = "summary.csv"
@@ -75,7 +75,7 @@ def parse_param(text: str) -> Param:
                 raise InputError(f"--param {key}", "must give integers", spec)
             values = [int(v) for v in values]
     else:
-        values = [config_mod.parse_value(v.strip()) for v in spec.split(",") if v.strip()]
+        values = [config_mod.parse_value(v.strip(), kind) for v in spec.split(",") if v.strip()]
         if not values:
             raise InputError("--param", "needs at least one value", text)
     return Param(key, tuple(values))
@@ -136,8 +136,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         return {**out, "status": "failed", "message": spec.error or "invalid configuration"}
     try:
         from meanfield.driver import execute
-        from meanfield.reader import open_run
-        from meanfield.storage import file_status
+        from meanfield.io.reader import open_run
+        from meanfield.io.storage import file_status
 
         cfg = config_mod.from_text(spec.config_text)
         overwrite = spec.overwrite or file_status(spec.path) == "failed"  # retry failures
@@ -312,7 +312,7 @@ def write_summary(out_dir: Path, params: list[Param], runs: dict[str, dict]) -> 
     """CSV (one row per run) and an HDF5/netCDF table with the swept keys as dimensions."""
     import h5py
 
-    from meanfield.atomic import atomic_path
+    from meanfield.io.atomic import atomic_path
 
     keys = [p.key for p in params]
     header = ["name", *keys, "status", *SUMMARY_FIELDS, "message"]

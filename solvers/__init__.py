@@ -1,6 +1,9 @@
-"""Numerical schemes (layer 2). Schemes know nothing of files, configs or the CLI."""
+"""Layer 2, numerics: drifts, flux schemes, spectral and zonal schemes, particles, stepping.
 
-from solvers import circle, particles, sphere, zonal
-from solvers.integrators import CFLWarning, SolverError
+Schemes know nothing of files, configs or the CLI; they import only ``meanfield.theory``.
+Contracts: :mod:`solvers.contracts`; time stepping: :mod:`solvers.stepping`.
+"""
 
-__all__ = ["CFLWarning", "SolverError", "circle", "particles", "sphere", "zonal"]
+from solvers.stepping import INTEGRATORS, CFLWarning, SolverError
+
+__all__ = ["INTEGRATORS", "CFLWarning", "SolverError"]

@@ -1,21 +1,20 @@
-"""Finite-volume schemes for the mean-field equation on the circle S^1.
+"""Finite-volume schemes for the continuity equation on the circle S^1, with any drift.
 
-    d_t p + d_theta(p v) = 0,   v = d_theta (W * mu)           (USA)
-                                v = beta^{-1} d_theta log Z    (SA, Z = beta W * mu)
+    d_t p + d_theta(p v) = 0,   v = v[mu] from a drift (``solvers.drifts``; default: the
+                                USA/SA self-attention convolution)
 
 p is the density w.r.t. d theta stored as averages over M uniform cells of [0, 2 pi)
-(cell j is [j dx, (j+1) dx), centre (j + 1/2) dx). The convolution is a true circular
-convolution by FFT with the Funk-Hecke multipliers lambda_k = 2 pi I_k(beta)/beta of the
-theory toolkit, corrected for cell averaging, so it is spectrally accurate.
+(``solvers.circle_grid.CircleGrid``). The drift gives the velocity at cell faces (fv2) or
+centres (rusanov, lf); the scheme turns it into a flux and a conservative update.
 
 Schemes (registry ``SCHEMES``):
 
 * ``fv2``     second-order positivity-preserving upwind finite volume (Carrillo-Chertock-
-              Huang 2015 type): face velocity v_{j+1/2} = (c_{j+1} - c_j)/dx of the potential
-              c = W * mu at cell centres, generalised-minmod piecewise-linear reconstruction,
-              upwind flux v+ p^E_j + v- p^W_{j+1}. Mass exact; positivity for dt max|v| <=
-              dx/2 per Euler stage; d/dt of the discrete energy (dx/2) p.Cp is
-              dx sum_j F_{j+1/2} v_{j+1/2} >= 0 (C is a symmetric circulant).
+              Huang 2015 type): face velocities v_{j+1/2} from the drift, generalised-minmod
+              piecewise-linear reconstruction, upwind flux v+ p^E_j + v- p^W_{j+1}. Mass
+              exact; positivity for dt max|v| <= dx/2 per Euler stage; with the convolution
+              drift (v_{j+1/2} a difference of the potential) d/dt of the discrete energy
+              (dx/2) p.Cp is dx sum_j F_{j+1/2} v_{j+1/2} >= 0 (C a symmetric circulant).
 * ``rusanov`` first-order local Lax-Friedrichs: cell-centre velocities, flux
               (f_j + f_{j+1})/2 - a (p_{j+1} - p_j)/2 with a = max(|v_j|, |v_{j+1}|); its
               diffusion a dx/2 vanishes with the velocity near the uniform state.
@@ -33,22 +32,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meanfield.checks import check_beta, check_model, check_positive, check_time_unit
-from meanfield.coefficients import circle_multipliers
-from meanfield.errors import InputError
-from meanfield.kernels import ExponentialKernel, Kernel
-from solvers.base import DensityScheme
-from solvers.fft import CircularConvolution, RealFFT
-from solvers.integrators import (
-    INTEGRATORS,
+from meanfield.theory.checks import check_positive
+from meanfield.theory.errors import InputError
+from meanfield.theory.kernels import Kernel
+from solvers.base import DensityScheme, InMemory
+from solvers.circle_grid import TWO_PI, CircleGrid
+from solvers.drifts import Convolution
+from solvers.stepping import (
     SolverError,
     StepStats,
     advance,
+    integrators,
     output_times,
     run_outputs,
 )
-
-TWO_PI = 2.0 * math.pi
 
 
 @dataclass
@@ -66,26 +63,25 @@ class CircleResult:
 
 
 class CircleScheme(DensityScheme):
-    """Common machinery: grid, kernel multipliers, FFT plans, diagnostics, time stepping.
+    """Common machinery: grid, drift, diagnostics, time stepping.
 
     Parameters
     ----------
     cells : int
         Number of uniform cells M (>= 8).
-    beta : float
-        Inverse temperature (>= 0) of the exponential kernel; ignored if ``kernel`` given.
-    model : {"usa", "sa"}
-    time_unit : {"raw", "scaled"}
-        ``scaled`` (USA): time in units where the kernel is e^{beta(t-1)}/beta.
-    kernel : Kernel, optional
-        A user kernel (USA only) instead of the exponential one.
+    beta, model, time_unit, kernel
+        Parameters of the default drift, :class:`solvers.drifts.Convolution` (USA/SA
+        self-attention; ``time_unit="scaled"`` measures time in units where the kernel is
+        e^{beta(t-1)}/beta; ``kernel`` a user kernel, USA only). Ignored with ``drift``.
+    drift : a drift (``solvers.contracts.Drift``), optional
+        Any velocity field of ``solvers.drifts`` instead of the default convolution.
     cfl : float in (0, 1]
         Fraction of the scheme's positivity/CFL bound used by the adaptive step.
     dt : float, optional
         Fixed time step (a CFL violation warns; negative density stops the run).
     accuracy : float
-        Adaptive steps also satisfy dt <= accuracy / gamma_max so the linear phase is
-        resolved (DESIGN.md section 2).
+        Adaptive steps also satisfy dt <= accuracy / gamma_max (the drift's linear theory, when
+        it has one) so the linear phase is resolved.
     integrator : {"ssprk3", "euler"}
     fft_threads : int, optional
     fft_planner : {"estimate", "measure"}
@@ -98,13 +94,12 @@ class CircleScheme(DensityScheme):
     default_integrator = "ssprk3"
 
     def __init__(self, cells: int, beta: float = 5.0, model: str = "usa", *,
-                 time_unit: str = "raw", kernel: Kernel | None = None, cfl: float = 0.4,
-                 dt: float | None = None, accuracy: float = 0.02,
+                 time_unit: str = "raw", kernel: Kernel | None = None, drift=None,
+                 cfl: float = 0.4, dt: float | None = None, accuracy: float = 0.02,
                  integrator: str | None = None, fft_threads: int | None = None,
                  fft_backend: str = "auto", fft_planner: str = "estimate") -> None:
-        self.cells = check_positive(cells, "cells", integer=True, minimum=8, inclusive=True)
-        self.model = check_model(model)
-        self.time_unit = check_time_unit(time_unit, model)
+        self.grid = CircleGrid(cells, fft_threads, fft_backend, fft_planner)
+        self.cells = self.grid.cells
         self.cfl = check_positive(cfl, "cfl")
         if self.cfl > 1:
             raise InputError("cfl", "must be in (0, 1] (fraction of the positivity bound)",
@@ -112,85 +107,49 @@ class CircleScheme(DensityScheme):
         self.fixed_dt = None if dt in (None, 0) else check_positive(dt, "dt")
         self.accuracy = check_positive(accuracy, "accuracy")
         integ = integrator or self.default_integrator
-        if integ not in INTEGRATORS:
-            raise InputError("integrator", f"must be one of {', '.join(INTEGRATORS)}", integ)
+        allowed = integrators("grid")
+        if integ not in allowed:
+            raise InputError("integrator", f"must be one of {', '.join(allowed)}", integ)
         self.integrator = integ
-        if kernel is None:
-            self.beta = check_beta(beta)
-            if model == "usa" and time_unit == "raw" and self.beta > 700:
-                raise InputError("beta", "raw-time USA velocities ~ e^beta overflow float64 "
-                                 "beyond beta ~ 709: use time_unit='scaled'", self.beta)
-            # compute with the scaled kernel e^{beta(t-1)}/beta: no overflow for any beta;
-            # USA raw multiplies velocities by e^{beta} (finite up to beta ~ 700)
-            self.kernel: Kernel = ExponentialKernel(self.beta, "scaled")
-            self.rate = math.exp(self.beta) if (model == "usa" and time_unit == "raw") else 1.0
-        else:
-            if model != "usa":
-                raise InputError("model", "a user kernel supports 'usa' only", model)
-            if not isinstance(kernel, Kernel):
-                raise InputError("kernel", "must be a meanfield.Kernel", type(kernel).__name__)
-            self.kernel, self.beta, self.rate = kernel, float("nan"), 1.0
-        m = self.cells
-        self.dx = TWO_PI / m
-        self.theta = (np.arange(m) + 0.5) * self.dx
-        self.fft = RealFFT(m, fft_threads, fft_backend, fft_planner)
-        self._conv = circle_multipliers(self.kernel, m)             # c = W*mu at centres
-        self._grad = circle_multipliers(self.kernel, m, derivative=1)  # d/dtheta W*mu
-        # planned once per run: c alone, v alone (USA), or c and v from one transform (SA)
-        ops = (fft_threads, fft_backend, fft_planner)
-        self._conv_op = CircularConvolution(m, [self._conv], *ops)
-        self._grad_op = CircularConvolution(m, [self._grad], *ops)
-        self._both_op = CircularConvolution(m, [self._conv, self._grad], *ops)
-        k = np.arange(m // 2 + 1)
-        self._sinc = np.sinc(k * self.dx / TWO_PI)
-        lam = circle_multipliers(self.kernel, m, cell_averages=False).real
-        self.growth_rates = self.rate * (k**2 * lam / TWO_PI)     # gamma_k (USA), d = 2
-        if model == "sa":
-            self.growth_rates = self.growth_rates / self._z_uniform(lam[0])
-        self.gamma_max = float(self.growth_rates[1:].max())
+        self.drift = drift if drift is not None else Convolution(beta, model, time_unit,
+                                                                 kernel)
+        self.drift.bind(self.grid)
+        self.dx = self.grid.dx
+        self.theta = self.grid.theta
+        self.fft = self.grid.fft
+        self.max_degree = self.cells // 2
         self.reference_density = 1.0 / TWO_PI
-        self.background = 1.0 / TWO_PI
         self.max_speed = 0.0
         self.lf_dt_per_dx: float | None = None
+        self.set_background(1.0 / TWO_PI)
 
-    # ------------------------------------------------------------------ velocity helpers
-    def _z_uniform(self, lam0: float) -> float:
-        return self.beta * lam0 / TWO_PI if self.beta > 0 else 1.0
+    # ------------------------------------------------------------------ drift
+    @property
+    def growth_rates(self) -> np.ndarray | None:  # type: ignore[override]
+        """gamma_k of the drift's linearisation on this grid (None if it has none)."""
+        return self.drift.linear_rates
 
-    def _partition(self, c: np.ndarray) -> np.ndarray:
-        return self.beta * c if self.beta > 0 else np.ones_like(c)
+    @property
+    def beta(self) -> float:
+        return getattr(self.drift, "beta", math.nan)
 
-    # The state is the deviation q = p - pbar from the uniform density of the same mass
-    # (pbar = ``self.background``, constant since mass is conserved). Fluxes are split as
-    # (pbar + q) v = pbar v + q v, so a perturbation of 1e-8 keeps full relative precision
-    # instead of the ~8 digits it has when added to 1/(2 pi).
-    def potential(self, q: np.ndarray) -> np.ndarray:
-        """c - lambda_0 pbar, c = (W * mu)(theta_j), in the internal (scaled) kernel unit."""
-        return self._conv_op(q)[0]
+    @property
+    def model(self) -> str | None:
+        return getattr(self.drift, "model", None)
 
-    def centre_velocity(self, q: np.ndarray) -> np.ndarray:
-        """v(theta_j) at cell centres (spectral derivative), in the run's time unit."""
-        if self.model == "usa":
-            v = self._grad_op(q)[0]
-            v *= self.rate
-            return v
-        c, g = self._both_op(q)
-        c += self._conv[0].real * self.background
-        return g / self._partition(c)
+    @property
+    def time_unit(self) -> str:
+        return getattr(self.drift, "time_unit", "raw")
+
+    def set_background(self, pbar: float) -> None:
+        self.background = float(pbar)
+        self.drift.set_background(self.background)
 
     def face_velocity(self, q: np.ndarray) -> np.ndarray:
-        """v_{j+1/2} = (c_{j+1} - c_j)/dx (USA), divided by Z at the face (SA)."""
-        c = self.potential(q)
-        dc = np.empty_like(c)
-        np.subtract(c[1:], c[:-1], out=dc[:-1])
-        dc[-1] = c[0] - c[-1]
-        if self.model == "usa":
-            return dc * (self.rate / self.dx)
-        cf = np.empty_like(c)
-        np.add(c[1:], c[:-1], out=cf[:-1])
-        cf[-1] = c[0] + c[-1]
-        cf = 0.5 * cf + self._conv[0].real * self.background
-        return dc / (self.dx * self._partition(cf))
+        return self.drift.face_velocity(q)
+
+    def centre_velocity(self, q: np.ndarray) -> np.ndarray:
+        return self.drift.centre_velocity(q)
 
     # ------------------------------------------------------------------ scheme interface
     def rhs(self, p: np.ndarray) -> np.ndarray:
@@ -211,43 +170,26 @@ class CircleScheme(DensityScheme):
 
         Same convention as c_k = N^{-1} sum_j e^{-ik theta_j} for N tokens.
         """
-        spec = np.abs(self.fft.forward(q)) * self.dx / self._sinc
-        spec[0] = TWO_PI * self.background + self.dx * float(q.sum())
+        spec = self.grid.fourier_amplitudes(q, self.background)
         return spec if kmax is None else spec[: kmax + 1]
 
-    def default_modes(self) -> int:
-        return int(min(self.cells // 2, max(16, 4 * self.k_max)))
-
     def diagnostics(self, q: np.ndarray, modes: int | None = None) -> dict[str, np.ndarray | float]:
-        """mass, min/max density, energy E and Ebar, angular momentum, |p_hat_k|, dominant mode.
+        """mass, min/max density, energy E and Ebar, angular momentum, spectrum, dominant mode.
 
-        E = (1/2) iint W dmu dmu in the run's time unit, evaluated as the scheme's discrete
-        energy (dx/2) p.Cp (C the convolution on cell averages): the quantity fv2 keeps
-        non-decreasing; per Fourier mode it is sinc(k dx/2) = 1 - O((k dx)^2) times the
-        continuous energy of the band-limited density (raw USA/SA: overflows to inf only
-        beyond beta ~ 709; Ebar never does). Ebar = 2 beta e^{-beta} E (at beta = 0, where
-        W(t) = t, Ebar = |integral x dmu|^2). angular_momentum = integral v p d theta, zero for
-        USA; max_speed = max |v| at cell centres; tv_distance = (1/2) integral |p - pbar|
-        (total variation to the uniform density of the same mass); dominant_mode =
-        argmax_{1 <= k <= modes} |p_hat_k| (modes defaults to max(16, 4 k_max): beyond that
-        a cluster's spectrum is flat and the arg max would pick noise).
+        energy/ebar: the drift's interaction energy (``Convolution.energy``: the discrete
+        (dx/2) p.Cp, non-decreasing under fv2) in the run's time unit, NaN for drifts without
+        one. angular_momentum = integral v p d theta (zero for USA); max_speed = max |v| at
+        cell centres; tv_distance = (1/2) integral |p - pbar| (total variation to the
+        uniform density of the same mass); spectrum = ||P_k mu||_{L2(d theta)} =
+        |p_hat_k|/sqrt(pi) (k >= 1; |p_hat_0|/sqrt(2 pi)) for k = 0..modes; dominant_mode =
+        argmax_{1 <= k <= modes} of it (modes defaults to max(16, 4 k_max)).
         """
         modes = self.default_modes() if modes is None else int(modes)
-        # (dx/2) p.Cp with p = pbar + q, sum q = 0 and C pbar = lambda_0 pbar
         pbar = self.background
-        e_scaled = 0.5 * self.dx * (self.cells * self._conv[0].real * pbar * pbar
-                                    + float(np.dot(q, self.potential(q))))
-        if math.isnan(self.beta):  # user kernel: no Ebar
-            ebar, energy = float("nan"), e_scaled
-        elif self.beta == 0:  # W(t) = t: E = |m|^2 / 2, Ebar := |m|^2
-            ebar, energy = 2.0 * e_scaled, e_scaled
-        else:
-            ebar = 2.0 * self.beta * e_scaled
-            raw = self.model == "sa" or self.time_unit == "raw"
-            energy = math.exp(math.log(e_scaled) + self.beta) if raw and \
-                math.log(e_scaled) + self.beta < 709.0 else (math.inf if raw else e_scaled)
+        en = self.drift.energy(q)
+        energy, ebar = en if en is not None else (math.nan, math.nan)
         v = self.centre_velocity(q)
-        amps = self.fourier_amplitudes(q)
+        spec = self.grid.spectrum(q, pbar)
         return {
             "mass": self.dx * (self.cells * pbar + float(q.sum())),
             "min_density": pbar + float(q.min()),
@@ -256,9 +198,9 @@ class CircleScheme(DensityScheme):
             "ebar": float(ebar),
             "angular_momentum": self.dx * (pbar * float(v.sum()) + float(np.dot(v, q))),
             "max_speed": float(np.abs(v).max()),
-            "dominant_mode": int(np.argmax(amps[1 : modes + 1]) + 1),
+            "dominant_mode": int(np.argmax(spec[1 : modes + 1]) + 1),
             "tv_distance": 0.5 * self.dx * float(np.abs(q).sum()),
-            "fourier": amps[: modes + 1].copy(),
+            "spectrum": spec[: modes + 1].copy(),
         }
 
     # ------------------------------------------------------------------ driving
@@ -273,7 +215,7 @@ class CircleScheme(DensityScheme):
 
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set the background pbar = mean(p) and return the deviation q = p - pbar."""
-        self.background = float(np.mean(p))
+        self.set_background(float(np.mean(p)))
         return p - self.background
 
     def join(self, q: np.ndarray) -> np.ndarray:
@@ -303,13 +245,14 @@ class CircleScheme(DensityScheme):
         """Integrate from t = 0 to ``t_end``; store density and diagnostics at ``times``.
 
         ``times`` (default: 0 and t_end) are landed on exactly; ``observer(t, p, diag)`` is
-        called at each. Raises :class:`~solvers.integrators.SolverError` on a negative or
+        called at each. Raises :class:`~solvers.stepping.SolverError` on a negative or
         non-finite density.
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes)
-        return CircleResult(self.theta.copy(), out_times, r["density"], r["diagnostics"],
+        r = run_outputs(InMemory(self, modes), q, out_times, snapshot=self.join,
+                        observer=observer)
+        return CircleResult(self.theta.copy(), out_times, r["snapshots"], r["diagnostics"],
                             r["stats"].steps, r["stats"].max_courant, self.name,
                             {"wall_seconds": r["wall_seconds"]})
 

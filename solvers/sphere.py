@@ -17,7 +17,8 @@ Right-hand side (Galerkin, pseudo-spectral):
 * the linear part at the uniform state is applied exactly in spectral space,
       -div(pbar grad c)_lm = pbar l(l+1) lambda_l q_lm
   (USA; SA divides by Z_inf = beta lambda_0 pbar),
-  so a degree-l mode grows at gamma_l of ``meanfield.growth`` up to the time-integration error;
+  so a degree-l mode grows at gamma_l of ``meanfield.theory.growth`` up to the time-integration
+  error;
 * the rest of the flux is formed on the grid: USA q grad(c), SA
   grad(c) (q - pbar beta c'/Z_inf)/Z with c' = W*(p - pbar) (both exactly p v - pbar v_lin);
   its divergence comes from the vector analysis: for V = grad S + curl T (shtns
@@ -33,7 +34,7 @@ not a polynomial; the same grid makes its aliasing error tiny (Z is smooth). ``d
 only requires nlat >= lmax + 1, nphi >= 2 lmax + 1 (exact transforms, aliased product).
 shtns needs nlat >= 32 in any case.
 
-Time step: SSP-RK3 (``solvers.integrators.advance``) with
+Time step: SSP-RK3 (``solvers.stepping.advance``) with
     dt = min(cfl * h / max|v|, accuracy / max(gamma_max, D)),   h = pi / lmax,
 the first a CFL bound (SSP-RK3 is stable for advection of the top degree, eigenvalues up to
 i lmax max|v|, if lmax max|v| dt <= sqrt 3, i.e. cfl <= sqrt(3)/pi = 0.55), the second resolves
@@ -67,12 +68,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meanfield.checks import check_beta, check_model, check_positive, check_time_unit
-from meanfield.errors import InputError
-from meanfield.kernels import ExponentialKernel
-from solvers.base import DensityScheme
+from meanfield.theory.checks import check_beta, check_model, check_positive, check_time_unit
+from meanfield.theory.energy import energy_from_scaled
+from meanfield.theory.errors import InputError
+from meanfield.theory.kernels import ExponentialKernel
+from solvers.base import DensityScheme, InMemory
 from solvers.fft import default_threads
-from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
+from solvers.stepping import StepStats, advance, integrators, output_times, run_outputs
 
 FOUR_PI = 4.0 * math.pi
 DEALIAS = ("3/2", "none")
@@ -88,7 +90,7 @@ RAW_BETA_LIMIT = 700.0
 _SHTNS = None
 
 
-def _import_shtns():
+def import_shtns():
     """Import shtns with its banner (printed by the C library to fd 1) silenced."""
     global _SHTNS
     if _SHTNS is not None:
@@ -162,7 +164,7 @@ class SphericalTransform:
 
     def __init__(self, lmax: int, nlat: int, nphi: int, threads: int | None = None,
                  polar_opt: float = 0.0) -> None:
-        shtns = _import_shtns()
+        shtns = import_shtns()
         self.lmax, self.nlat, self.nphi = int(lmax), int(nlat), int(nphi)
         self.sh = shtns.sht(self.lmax, self.lmax, norm=shtns.sht_orthonormal,
                             nthreads=int(threads or default_threads()))
@@ -334,8 +336,8 @@ class Spectral(DensityScheme):
                              "the top degree)", cfl)
         self.fixed_dt = None if dt in (None, 0) else check_positive(dt, "dt")
         self.accuracy = check_positive(accuracy, "accuracy")
-        if integrator not in INTEGRATORS:
-            raise InputError("integrator", f"must be one of {', '.join(INTEGRATORS)}",
+        if integrator not in integrators("grid"):
+            raise InputError("integrator", f"must be one of {', '.join(integrators('grid'))}",
                              integrator)
         self.integrator = integrator
         if dealias not in DEALIAS:
@@ -392,6 +394,7 @@ class Spectral(DensityScheme):
         self.h = math.pi / self.lmax
         self.reference_density = 1.0 / FOUR_PI
         self.max_speed = 0.0
+        self.max_degree = self.lmax
         self.max_compression = 0.0
         ll = np.arange(self.lmax + 1)
         lam_eff = np.where(self.lam < KERNEL_FLOOR * self.lam.max(), 0.0, self.lam)
@@ -428,7 +431,6 @@ class Spectral(DensityScheme):
         per_degree = self.rate * pbar * np.arange(self.lmax + 1) * np.arange(1, self.lmax + 2)
         self.growth_rates = per_degree * self.lam / self.z_uniform
         self._lin = np.where(self._negligible, 0.0, self.growth_rates)[self.sht.l].astype(complex)
-        self.gamma_max = float(self.growth_rates[1:].max())
 
     @property
     def accuracy_dt(self) -> float:
@@ -439,7 +441,7 @@ class Spectral(DensityScheme):
     # ------------------------------------------------------------------ grid <-> spectrum
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
         """(x, phi): cos(colatitude) of the rings (north first) and longitudes in radians,
-        the arguments of every function in ``meanfield.initial_sphere``."""
+        the arguments of every function in ``meanfield.initial.sphere``."""
         return self.x.copy(), self.phi.copy()
 
     def analyse(self, p: np.ndarray) -> np.ndarray:
@@ -605,29 +607,22 @@ class Spectral(DensityScheme):
         return ResolutionReport(tail, self.resolution_tol, lo, hi, float(p.min()),
                                 float(p.max()))
 
-    def default_modes(self) -> int:
-        return int(min(self.lmax, max(16, 4 * self.k_max)))
-
     def diagnostics(self, q: np.ndarray, modes: int | None = None) -> dict:
-        """mass, min/max density, energy, ebar, power per degree, dominant degree, max speed,
-        spectral tail fraction and ``resolved``.
+        """mass, min/max density, energy, ebar, spectrum, dominant mode, max speed, spectral
+        tail fraction and ``resolved``.
 
         E = (1/2) iint W dmu dmu = (1/2) sum_l lambda_l P_l in the run's unit (raw USA and SA:
         e^beta times the scaled value, inf beyond beta ~ 709; Ebar never overflows),
         Ebar = 2 beta e^{-beta} E (beta = 0, W(t) = t: Ebar = |integral x dmu|^2 = 2 E).
-        mass = grid quadrature of p (exact for band-limited p); dominant_degree = argmax of
-        P_l over 1 <= l <= modes (default min(lmax, max(16, 4 k_max))).
+        mass = grid quadrature of p (exact for band-limited p); spectrum = sqrt(P_l) =
+        ||P_l mu||_{L2(sigma)}, P_l = sum_m |p_lm|^2 (``power``), l = 0..lmax; dominant_mode
+        = argmax of P_l over 1 <= l <= modes (default min(lmax, max(16, 4 k_max)));
+        tv_distance = (1/2) integral |p - pbar| dsigma (grid quadrature).
         """
         modes = self.default_modes() if modes is None else int(modes)
         pw = self.power(q)
         e_scaled = 0.5 * float(self.lam @ pw)
-        if self.beta == 0:
-            ebar, energy = 2.0 * e_scaled, e_scaled
-        else:
-            ebar = 2.0 * self.beta * e_scaled
-            raw = self.model == "sa" or self.time_unit == "raw"
-            log_e = math.log(e_scaled) + self.beta
-            energy = (math.exp(log_e) if log_e < 709.0 else math.inf) if raw else e_scaled
+        energy, ebar = energy_from_scaled(e_scaled, self.beta, self.model, self.time_unit)
         p = self.join(q)
         vt, vp = self.velocity(q)
         rep = self.resolution_report(q, pw, p)
@@ -638,8 +633,9 @@ class Spectral(DensityScheme):
             "energy": float(energy),
             "ebar": float(ebar),
             "max_speed": math.sqrt(float(np.max(vt * vt + vp * vp))),
-            "dominant_degree": int(np.argmax(pw[1: modes + 1]) + 1),
-            "power": pw,
+            "dominant_mode": int(np.argmax(pw[1: modes + 1]) + 1),
+            "tv_distance": 0.5 * self.sht.quadrature(np.abs(p - self.background)),
+            "spectrum": np.sqrt(pw[: modes + 1]),
             "tail_fraction": rep.tail_fraction,
             "resolved": rep.resolved,
         }
@@ -671,18 +667,18 @@ class Spectral(DensityScheme):
             observer: Callable | None = None, modes: int | None = None) -> SphereResult:
         """Integrate from t = 0 to ``t_end``; store density and diagnostics at ``times``.
 
-        ``p0`` is a grid density (nlat, nphi) (see ``grid`` and ``meanfield.initial_sphere``);
+        ``p0`` is a grid density (nlat, nphi) (see ``grid`` and ``meanfield.initial.sphere``);
         it is projected on degrees <= lmax (a rough p0, e.g. a particle histogram, rings
         after projection: use ``from_particles(..., kappa=...)``). ``times`` (default: 0 and
         t_end) are landed on exactly; ``observer(t, p, diag)`` is called at each. Raises
-        :class:`~solvers.integrators.SolverError` on a non-finite density or an undershoot
+        :class:`~solvers.stepping.SolverError` on a non-finite density or an undershoot
         below -undershoot * pbar.
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes,
-                        collect=self.coefficients)
-        return SphereResult(self.lat.copy(), self.lon.copy(), out_times, r["density"],
+        r = run_outputs(InMemory(self, modes), q, out_times, observer=observer,
+                        collect=self.coefficients, snapshot=self.join)
+        return SphereResult(self.lat.copy(), self.lon.copy(), out_times, r["snapshots"],
                             np.array(r["extra"]), self.sht.l.copy(), self.sht.m.copy(),
                             r["diagnostics"], r["stats"].steps, r["stats"].max_courant,
                             self.name,
@@ -698,5 +694,6 @@ __all__ = [
     "SphereResult",
     "SphericalTransform",
     "default_grid",
+    "import_shtns",
     "minimum_grid",
 ]

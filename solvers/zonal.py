@@ -40,14 +40,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import gammaln
 
-from meanfield.checks import check_beta, check_dim, check_model, check_positive, check_time_unit
-from meanfield.errors import InputError
-from meanfield.geometry import gegenbauer_index, log_sphere_area
-from meanfield.kernels import ExponentialKernel
-from solvers.base import DensityScheme
-from solvers.integrators import INTEGRATORS, StepStats, advance, output_times, run_outputs
+from meanfield.theory.checks import (
+    check_beta,
+    check_dim,
+    check_model,
+    check_positive,
+    check_time_unit,
+)
+from meanfield.theory.energy import energy_from_scaled
+from meanfield.theory.errors import InputError
+from meanfield.theory.geometry import log_area_sd2, zonal_harmonics
+from meanfield.theory.kernels import ExponentialKernel
+from solvers.base import DensityScheme, InMemory
+from solvers.stepping import StepStats, advance, integrators, output_times, run_outputs
 
 #: Gauss-Legendre nodes per cell for the cell integrals of w and of w Z_k
 CELL_NODES = 16
@@ -55,39 +61,6 @@ CELL_NODES = 16
 KERNEL_TAIL = 1e-17
 #: largest beta for raw-time USA: the velocity scale e^beta must stay finite
 RAW_BETA_LIMIT = 700.0
-
-
-def log_area_sd2(dim: int) -> float:
-    """log |S^{d-2}| (the weight's constant; |S^0| = 2)."""
-    d = check_dim(dim)
-    return math.log(2.0) if d == 2 else log_sphere_area(d - 1)
-
-
-def zonal_harmonics(t, degree: int, dim: int) -> np.ndarray:
-    """Z_k(t), k = 0..degree: Gegenbauer C_k^a(t), a = (d-2)/2, with integral Z_k^2 dsigma = 1.
-
-    Orthonormal recurrence for the weight (1 - t^2)^{a - 1/2} on [-1, 1]:
-        t P_k = b_{k+1} P_{k+1} + b_k P_{k-1},  b_k = (1/2) sqrt(k (k+2a-1)/((k+a)(k+a-1))),
-        b_1 = (1/2) sqrt(2/(1+a)),  P_0 = (sqrt(pi) Gamma(a+1/2)/Gamma(a+1))^{-1/2},
-    and Z_k = P_k / sqrt(|S^{d-2}|) (d = 2: Z_k(cos theta) = cos(k theta)/sqrt(pi), k >= 1).
-    Returns shape (degree + 1,) + t.shape.
-    """
-    d = check_dim(dim)
-    n = int(degree)
-    t = np.asarray(t, dtype=float)
-    a = gegenbauer_index(d)
-    log_mu0 = 0.5 * math.log(math.pi) + gammaln(a + 0.5) - gammaln(a + 1.0)
-    b = np.zeros(n + 2)
-    b[1] = 0.5 * math.sqrt(2.0 / (1.0 + a))
-    k = np.arange(2, n + 2, dtype=float)
-    b[2:] = 0.5 * np.sqrt(k * (k + 2 * a - 1) / ((k + a) * (k + a - 1)))
-    out = np.empty((n + 1, *t.shape))
-    out[0] = math.exp(-0.5 * (log_mu0 + log_area_sd2(d)))
-    if n >= 1:
-        out[1] = t * out[0] / b[1]
-    for j in range(1, n):
-        out[j + 1] = (t * out[j] - b[j] * out[j - 1]) / b[j + 1]
-    return out
 
 
 @dataclass
@@ -152,8 +125,8 @@ class Zonal(DensityScheme):
             raise InputError("cfl", "must be in (0, 1] (fraction of the positivity bound)", cfl)
         self.fixed_dt = None if dt in (None, 0) else check_positive(dt, "dt")
         self.accuracy = check_positive(accuracy, "accuracy")
-        if integrator not in INTEGRATORS:
-            raise InputError("integrator", f"must be one of {', '.join(INTEGRATORS)}",
+        if integrator not in integrators("grid"):
+            raise InputError("integrator", f"must be one of {', '.join(integrators('grid'))}",
                              integrator)
         self.integrator = integrator
         if not 1.0 <= float(limiter_theta) <= 2.0:
@@ -200,6 +173,7 @@ class Zonal(DensityScheme):
         self.area = float(self.cell_weight.sum())
         self.reference_density = 1.0 / self.area
         self.max_speed = 0.0
+        self.max_degree = self.degree
         self._outflow_rate = np.zeros(m)
         self.set_background(1.0 / self.area)
 
@@ -249,14 +223,13 @@ class Zonal(DensityScheme):
         """Uniform part pbar = mass/|S^{d-1}|; fixes Z_inf and the growth rates.
 
         gamma_k = rate pbar k (k+d-2) lambda_k (USA), / Z_inf with Z_inf = beta lambda_0 pbar
-        (SA), the rates of ``meanfield.growth`` for mass 1.
+        (SA), the rates of ``meanfield.theory.growth`` for mass 1.
         """
         self.background = float(pbar)
         self.c_uniform = self.lam[0] * pbar                 # W * pbar (scaled unit)
         self.z_uniform = self.beta * self.c_uniform if self._sa else 1.0
         k = np.arange(self.degree + 1)
         self.growth_rates = self.rate * pbar * k * (k + self.dim - 2) * self.lam / self.z_uniform
-        self.gamma_max = float(self.growth_rates[1:].max())
 
     # ------------------------------------------------------------------ operators
     def coefficients(self, q: np.ndarray) -> np.ndarray:
@@ -326,29 +299,21 @@ class Zonal(DensityScheme):
         """integral p w dtheta = sum_j W_j p_j."""
         return self.background * self.area + float(self.cell_weight @ q)
 
-    def default_modes(self) -> int:
-        return int(min(self.degree, max(16, 4 * self.k_max)))
-
     def diagnostics(self, q: np.ndarray, modes: int | None = None) -> dict:
-        """mass, min/max density, energy, ebar, Gegenbauer coefficients, dominant degree.
+        """mass, min/max density, energy, ebar, spectrum, dominant mode, max speed.
 
-        E = (1/2) sum_j W_j p_j (W*mu)_j in the run's unit (raw USA and SA: e^beta times the
-        scaled value, inf beyond beta ~ 709), Ebar = 2 beta e^{-beta} E (beta = 0: 2 E);
-        ``gegenbauer`` = a_k = integral p Z_k dsigma (signed, k = 0..modes);
-        dominant_degree = argmax_{1 <= k <= modes} |a_k|; max_speed = max |v| over faces.
+        E = (1/2) sum_j W_j p_j (W*mu)_j in the run's unit (``meanfield.theory.energy``),
+        Ebar = 2 beta e^{-beta} E; ``spectrum`` = |a_k| = ||P_k mu||_{L2(sigma)} of the zonal
+        part, a_k = integral p Z_k dsigma (k = 0..modes; ``coefficients`` gives the signed
+        a_k); dominant_mode = argmax_{1 <= k <= modes} |a_k|; max_speed = max |v| over faces;
+        tv_distance = (1/2) integral |p - pbar| dsigma.
         """
         modes = self.default_modes() if modes is None else min(int(modes), self.degree)
         pbar = self.background
         # p^T D C p with C pbar = lambda_0 pbar and sum_j W_j q_j = 0
         e_scaled = 0.5 * (self.c_uniform * pbar * self.area
                           + float(np.dot(self.cell_weight * q, self.potential(q))))
-        if self.beta == 0:
-            ebar, energy = 2.0 * e_scaled, e_scaled
-        else:
-            ebar = 2.0 * self.beta * e_scaled
-            raw = self.model == "sa" or self.time_unit == "raw"
-            log_e = math.log(e_scaled) + self.beta
-            energy = (math.exp(log_e) if log_e < 709.0 else math.inf) if raw else e_scaled
+        energy, ebar = energy_from_scaled(e_scaled, self.beta, self.model, self.time_unit)
         a = self.coefficients(q)
         v = self.face_velocity(q)
         return {
@@ -358,8 +323,9 @@ class Zonal(DensityScheme):
             "energy": float(energy),
             "ebar": float(ebar),
             "max_speed": float(np.max(np.abs(v))),
-            "dominant_degree": int(np.argmax(np.abs(a[1: modes + 1])) + 1),
-            "gegenbauer": a[: modes + 1].copy(),
+            "dominant_mode": int(np.argmax(np.abs(a[1: modes + 1])) + 1),
+            "tv_distance": 0.5 * float(self.cell_weight @ np.abs(q)),
+            "spectrum": np.abs(a[: modes + 1]),
         }
 
     # ------------------------------------------------------------------ driving
@@ -401,13 +367,14 @@ class Zonal(DensityScheme):
         ``p0``: cell averages (length M) w.r.t. the surface measure (see ``cell_average``,
         ``mode``). ``times`` (default: 0 and t_end) are landed on exactly;
         ``observer(t, p, diag)`` is called at each. Raises
-        :class:`~solvers.integrators.SolverError` on a negative or non-finite density.
+        :class:`~solvers.stepping.SolverError` on a negative or non-finite density.
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(self, q, t_end, out_times, observer=observer, modes=modes)
+        r = run_outputs(InMemory(self, modes), q, out_times, snapshot=self.join,
+                        observer=observer)
         return ZonalResult(self.theta.copy(), self.edges.copy(), self.dim, out_times,
-                           r["density"], r["diagnostics"], r["stats"].steps,
+                           r["snapshots"], r["diagnostics"], r["stats"].steps,
                            r["stats"].max_courant, self.name,
                            {"wall_seconds": r["wall_seconds"], "degree": self.degree})
 

@@ -12,7 +12,7 @@ from solvers.circle import FiniteVolume, LaxFriedrichs, make_scheme
 
 
 def _fitted_rate(result, k):
-    amps = result.diagnostics["fourier"][:, k]
+    amps = result.diagnostics["spectrum"][:, k]
     scale = result.times[-1]  # fit in t / t_end: raw time at beta = 700 is ~1e-304
     slope, _ = np.polyfit(result.times / scale, np.log(amps), 1)
     return slope / scale

@@ -6,8 +6,8 @@ import pytest
 
 from meanfield import config, growth_rate, most_unstable_mode
 from meanfield.driver import execute
+from meanfield.io.reader import open_run
 from meanfield.plots import plot_run
-from meanfield.reader import open_run
 from meanfield.sweep import run_sweep
 
 
@@ -31,7 +31,7 @@ def test_sphere_run_file_analysis_and_figures(tmp_path):
 
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert ds["density"].dims == ("time", "lat", "lon")
-        assert ds["power"].dims == ("diag_time", "degree")
+        assert ds["spectrum"].dims == ("diag_time", "mode")
         assert -90 < float(ds.lat.min()) < -80 and 80 < float(ds.lat.max()) < 90
     with open_run(path) as run:
         res = run.analyze()
@@ -124,12 +124,10 @@ def test_domain_bad_input(tmp_path, sets, key):
 
 
 def test_cluster_counts_on_sphere_zonal_and_particles():
-    from meanfield import initial_sphere as ins
-    from meanfield.analysis import (
-        particle_cluster_count,
-        sphere_cluster_count,
-        zonal_cluster_count,
-    )
+    from meanfield.domains.particles import particle_cluster_count
+    from meanfield.domains.sphere import sphere_cluster_count
+    from meanfield.domains.zonal import zonal_cluster_count
+    from meanfield.initial import sphere as ins
     from solvers.particles import uniform_sample
     from solvers.sphere import default_grid
     from solvers.zonal import Zonal

@@ -1,6 +1,7 @@
 """Token dynamics (solvers.particles) against closed forms, the PDE and the linear theory."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from scipy.integrate import quad, simpson, solve_ivp
 from scipy.linalg import expm
 
 from meanfield import InputError, growth_rate, initial
-from solvers import SolverError
+from solvers import CFLWarning, SolverError
 from solvers.circle import FiniteVolume
 from solvers.particles import (
     ParticleSystem,
@@ -17,7 +18,9 @@ from solvers.particles import (
     detect_clusters,
     fourier_coefficients,
     harmonic_power,
+    histogram_tv,
     sample_circle_density,
+    spectrum,
     uniform_sample,
 )
 
@@ -305,7 +308,7 @@ def test_linear_phase_growth_of_fourier_modes():
     system = ParticleSystem(n, 2, beta, integrator="rk4", dt=0.05, seed=11)
     times = np.linspace(0, t_end, 4)
     r = system.run(system.uniform_sample(batch=seeds), t_end, times, modes=3)
-    power = n * r.diagnostics["fourier"] ** 2  # (times, seeds, k)
+    power = n * math.pi * r.diagnostics["spectrum"] ** 2  # N |c_k|^2: (times, seeds, k)
     for k in (1, 2, 3):
         decay = np.exp(-2 * growth_rate(k, beta) * times)
         mean = power[:, :, k].mean(axis=1)
@@ -425,6 +428,155 @@ def test_euler_is_first_order_and_rk4_fourth_order():
             assert np.allclose(np.linalg.norm(r.positions[-1], axis=-1), 1.0, atol=1e-15)
             errs.append(np.max(np.abs(r.positions[-1] - ref)))
         assert abs(np.log2(errs[0] / errs[1]) - order) < 0.3, (integ, errs)
+
+
+def _papers_step(x, dt, beta, model, masses=None, att=None, causal=False):
+    """Reference for one system: normalise(x + dt sum_j A_ij V x_j), A_ij the attention
+    weights w_ij m_j e^{beta <Q x_i, K x_j>} / Z_i (USA: Z_i = N), dense numpy."""
+    n = x.shape[0]
+    m = np.ones(n) if masses is None else masses / masses.mean()
+    s = x @ x.T if att is None else (x @ att.Q.T) @ (x @ att.K.T).T
+    a = np.exp(beta * s) * m[None, :]
+    if causal:
+        a = np.tril(a)
+    a = a / (a.sum(axis=1)[:, None] if model == "sa" else n)
+    y = x + dt * (a @ (x if att is None else x @ att.V.T))
+    return y / np.linalg.norm(y, axis=1)[:, None]
+
+
+def _angle_error(a, b):
+    return float(np.max(np.abs(np.angle(np.exp(1j * (a - b))))))
+
+
+@pytest.mark.parametrize("model", ["usa", "sa"])
+def test_euler_unprojected_is_the_papers_step(model):
+    """Seeds 000/001/004: x <- normalise(x + dt sum_j A_ij V x_j), Euler on the unprojected
+    attention average. On angles the same step is theta + atan2(dt f_t, 1 + dt f_r), with f_r
+    from the cos-sums (direct, and Fourier-Bessel r_k = (ive_{k-1} + ive_{k+1})/2)."""
+    beta, dt = 3.0, 0.07
+    rng = np.random.default_rng(21)
+    masses = rng.uniform(0.5, 1.5, 40)
+    for qkv, mask in (("identity", "none"), ("gaussian", "causal"), ("symmetric-psd", "none")):
+        system = ParticleSystem(40, 4, beta, model, mask=mask, qkv=qkv, seed=3, masses=masses,
+                                integrator="euler-unprojected", block=16)
+        x = system.uniform_sample(batch=2)
+        got = system.step(x, dt)
+        for b in range(2):
+            ref = _papers_step(x[b], dt, beta, model, masses, system.attention,
+                               mask == "causal")
+            assert np.max(np.abs(got[b] - ref)) < 1e-14, (qkv, mask)
+        # the projected Euler step is a different method
+        assert np.max(np.abs(ParticleSystem(40, 4, beta, model, mask=mask, qkv=qkv, seed=3,
+                                            masses=masses, integrator="euler").step(x, dt)
+                             - got)) > 1e-4
+    theta = uniform_sample(300, 2, 2, seed=22)
+    masses = rng.uniform(0.5, 1.5, 300)
+    for summation in ("fourier", "direct"):
+        for mask in ("none", "causal"):
+            system = ParticleSystem(300, 2, beta, model, mask=mask, masses=masses,
+                                    summation=summation, integrator="euler-unprojected",
+                                    block=128)
+            got = system.step(theta, dt)
+            for b in range(2):
+                xv = np.stack([np.cos(theta[b]), np.sin(theta[b])], axis=-1)
+                ref = _papers_step(xv, dt, beta, model, masses, causal=mask == "causal")
+                err = _angle_error(got[b], np.arctan2(ref[:, 1], ref[:, 0]))
+                assert err < 1e-14, (summation, mask, err)
+
+
+@pytest.mark.parametrize("model", ["usa", "sa"])
+def test_euler_unprojected_angles_equal_vectors_and_first_order(model):
+    """The angle and vector forms of the papers' step agree to 1e-12 after 50 steps, and the
+    step is first order: halving dt halves the error against the adaptive reference."""
+    n, beta, t_end = 64, 2.0, 2.5
+    theta0 = uniform_sample(n, 2, 2, seed=23)
+    vec0 = np.stack([np.cos(theta0), np.sin(theta0)], axis=-1)
+    kw = {"integrator": "euler-unprojected", "dt": t_end / 50}
+    ang = ParticleSystem(n, 2, beta, model, **kw).run(theta0, t_end, diagnostics=False)
+    vec = ParticleSystem(n, 2, beta, model, representation="vectors", **kw).run(
+        vec0, t_end, diagnostics=False)
+    assert ang.steps == vec.steps == 50
+    th_vec = np.arctan2(vec.positions[-1, ..., 1], vec.positions[-1, ..., 0])
+    assert _angle_error(ang.positions[-1], th_vec) < 1e-12
+    assert _angle_error(ang.positions[-1], theta0) > 0.1  # the tokens moved
+    # first order, on S^3 and on the circle
+    for dim, x0 in ((4, uniform_sample(30, 4, 1, seed=14)), (2, theta0)):
+        count = x0.shape[1]
+        ref = ParticleSystem(count, dim, beta, model, rtol=1e-12, atol=1e-13).run(
+            x0, 0.5, diagnostics=False).positions[-1]
+        errs = []
+        for dt in (0.02, 0.01):
+            r = ParticleSystem(count, dim, beta, model, integrator="euler-unprojected",
+                               dt=dt).run(x0, 0.5, diagnostics=False)
+            errs.append(np.max(np.abs(r.positions[-1] - ref)))
+        assert abs(np.log2(errs[0] / errs[1]) - 1) < 0.1, (dim, errs)
+
+
+def test_fixed_step_beyond_stability_warns():
+    """USA, beta = 4, euler, dt = 0.1: dt L = dt e^beta = 5.5 > 2 (L the velocity Lipschitz
+    bound, e^beta for identity QKV), and Ebar, a Lyapunov function, decreases. Both are
+    warned once per run. SA at the same beta and dt (seed 000: L = 1 + 2 beta = 9, 2/L = 0.22)
+    is stable, Ebar increases, and nothing is warned."""
+    usa = ParticleSystem(100, 2, 4.0, "usa", integrator="euler", dt=0.1, seed=0)
+    assert usa.stable_dt() == pytest.approx(2 * math.exp(-4.0), rel=1e-14)
+    x0 = usa.uniform_sample(batch=2)
+    for diagnostics in (True, False):
+        with pytest.warns(CFLWarning) as rec:
+            r = usa.run(x0, 5.0, np.linspace(0, 5, 51), diagnostics=diagnostics)
+        msgs = [str(w.message) for w in rec if w.category is CFLWarning]
+        assert sum("stability bound 2/L = 3.663e-02" in m and "ratio 2.73" in m
+                   for m in msgs) == 1, msgs
+        assert sum("energy decreased" in m and "too large" in m for m in msgs) == 1, msgs
+        assert r.meta["cfl_violations"] == r.steps == 50
+    # no warning on a stable step, nor from the adaptive integrator
+    for dim in (2, 3):
+        sa = ParticleSystem(100, dim, 4.0, "sa", integrator="euler", dt=0.1, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            r = sa.run(sa.uniform_sample(batch=2), 10.0, np.linspace(0, 10, 101))
+            ParticleSystem(100, 2, 4.0, "usa", seed=0).run(x0, 0.5)
+        e = r.diagnostics["ebar"]
+        assert np.all(np.diff(e, axis=0) > 0) and np.all(e[-1] > 1.5 * e[0])
+        assert sa.stable_dt() == pytest.approx(2 / 9, rel=1e-14)
+
+
+def test_histogram_tv_and_spectrum():
+    """histogram_tv = (1/2) sum_b |mu(bin b) - 1/bins| exactly; for N i.i.d. uniform angles
+    its mean is the noise floor sqrt(bins/(2 pi N)) sqrt(1 - 1/bins) (normal approximation of
+    the binomial counts; 200 samples: standard error 0.5 %). The spectrum is
+    ||P_k mu||_{L2} = sqrt(harmonic_power) = |c_k|/sqrt(pi) (k >= 1) in both representations."""
+    theta = np.array([0.1, 0.2, 1.7, 3.3, 3.4, 3.5, 6.2, -0.3, 2 * np.pi + 0.15])
+    counts = np.array([3, 1, 3, 2])  # bins of width pi/2; -0.3 -> 5.98, 2 pi + 0.15 -> 0.15
+    expect = 0.5 * np.sum(np.abs(counts / 9 - 1 / 4))
+    assert histogram_tv(theta, bins=4)[0] == expect
+    w = np.arange(1.0, 10.0)
+    wm = np.bincount([0, 0, 1, 2, 2, 2, 3, 3, 0], weights=w, minlength=4) / w.sum()
+    assert histogram_tv(theta, 4, w)[0] == pytest.approx(0.5 * np.sum(np.abs(wm - 0.25)),
+                                                         rel=1e-15)
+    assert histogram_tv(np.full(10, 1.0), 100)[0] == pytest.approx(0.99, rel=1e-15)
+    n, bins = 10_000, 100
+    tv = histogram_tv(uniform_sample(n, 2, 200, seed=24), bins)
+    floor = math.sqrt(bins / (2 * math.pi * n)) * math.sqrt(1 - 1 / bins)
+    assert abs(tv.mean() / floor - 1) < 0.03, tv.mean() / floor
+    # spectrum: angles vs vectors, and the diagnostics of both representations
+    theta = uniform_sample(50, 2, 2, seed=25)
+    vec = np.stack([np.cos(theta), np.sin(theta)], axis=-1)
+    c = fourier_coefficients(theta, 6)
+    spec = spectrum(theta, 6, representation="angles")
+    np.testing.assert_allclose(spec[:, 1:], np.abs(c[:, 1:]) / math.sqrt(math.pi), rtol=1e-15)
+    np.testing.assert_allclose(spec, spectrum(vec, 6), rtol=1e-12)
+    np.testing.assert_allclose(spec**2, harmonic_power(theta, 6, representation="angles"),
+                               rtol=1e-14)
+    da = ParticleSystem(50, 2, 2.0).diagnostics(theta, modes=6)
+    dv = ParticleSystem(50, 2, 2.0, representation="vectors").diagnostics(vec, modes=6)
+    np.testing.assert_allclose(da["spectrum"], dv["spectrum"], rtol=1e-12)
+    assert np.array_equal(da["dominant_mode"], np.argmax(spec[:, 1:], axis=1) + 1)
+    np.testing.assert_allclose(da["tv_fourier_proxy"], 2 / np.pi * np.abs(c[:, 1:]).max(1),
+                               rtol=1e-15)
+    assert np.array_equal(da["tv_distance"], histogram_tv(theta, 100))
+    assert "spectrum" not in ParticleSystem(50, 2, 2.0, representation="vectors").diagnostics(
+        vec)
+    assert ParticleSystem(50, 2, 8.0).diagnostics(theta)["spectrum"].shape == (2, 17)
 
 
 # ------------------------------------------------------------------------- bad input

@@ -13,9 +13,9 @@ import pytest
 from scipy.special import iv
 
 from meanfield import config, initial
-from meanfield.analysis import detect_clusters
+from meanfield.analysis import density_clusters as detect_clusters
 from meanfield.driver import execute
-from meanfield.reader import open_run
+from meanfield.io.reader import open_run
 
 SMALL = ["discretization.cells=256", "time.t_end=0.5", "time.n_outputs=26"]
 
@@ -51,7 +51,7 @@ def test_file_round_trip_and_xarray(tmp_path):
 
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert ds["density"].dims == ("time", "theta")
-        assert ds["fourier"].dims == ("diag_time", "mode")
+        assert ds["spectrum"].dims == ("diag_time", "mode")
         np.testing.assert_allclose(ds["time"].values, np.linspace(0, 0.5, 26))
         assert ds.attrs["model.beta"] == 4.5
         mass = ds["density"].sum("theta").values * 2 * np.pi / 256
@@ -230,8 +230,8 @@ def test_cli_run_analyze_json_and_plots(tmp_path):
     res = _cli("plot", "r.h5", "-o", "figs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     pngs = sorted((tmp_path / "figs").glob("*.png"))
-    assert [p.name for p in pngs] == ["r_clusters.png", "r_energy.png", "r_modes.png",
-                                      "r_snapshots.png", "r_spacetime.png"]
+    assert [p.name for p in pngs] == ["r_clusters.png", "r_energy.png", "r_snapshots.png",
+                                      "r_spacetime.png", "r_spectrum.png"]
     for p in pngs:
         assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 15_000
 

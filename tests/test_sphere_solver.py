@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from meanfield import ExponentialKernel, exit_time, growth_rate
-from meanfield import initial_sphere as ins
+from meanfield.initial import sphere as ins
 from solvers import SolverError
-from solvers.sphere import Spectral, _import_shtns
+from solvers.sphere import Spectral, import_shtns
 
 P_INF = 1.0 / (4.0 * math.pi)
 
@@ -94,7 +94,7 @@ def test_linear_growth_rates_usa_and_sa(beta):
             p0 = ins.harmonic(x, phi, (l, (-1) ** l * (l // 2)), 1e-10)
             r = s.run(p0, t_end)
             assert r.steps == 50  # dt = accuracy / gamma_max exactly
-            power = r.diagnostics["power"][:, l]
+            power = r.diagnostics["spectrum"][:, l] ** 2
             rate = math.log(power[-1] / power[0]) / (2 * t_end)
             expect = growth_rate(l, beta, 3, model)
             assert rate == pytest.approx(expect, rel=1e-6)
@@ -125,7 +125,7 @@ def test_uniform_is_stationary_and_its_energy():
     # uniform: E = Z_inf / (2 beta), Ebar = e^{-beta} Z_inf = (1 - e^{-2 beta}) / (2 beta)
     assert r.diagnostics["ebar"][-1] == pytest.approx(-math.expm1(-2 * beta) / (2 * beta),
                                                       rel=1e-13)
-    assert r.diagnostics["dominant_degree"][-1] >= 1
+    assert r.diagnostics["dominant_mode"][-1] >= 1
 
 
 @pytest.mark.parametrize("model", ["usa", "sa"])
@@ -207,7 +207,7 @@ def test_general_rotation_commutes_with_the_flow(model):
     x, phi = s.grid()
     p1 = ins.von_mises_fisher(x, phi, centres, [0.4, 0.3], kappa=4.0)
     p2 = ins.von_mises_fisher(x, phi, centres @ rot_matrix.T, [0.4, 0.3], kappa=4.0)
-    shtns = _import_shtns()
+    shtns = import_shtns()
     rot = shtns.rotation(s.lmax, s.lmax)
     axis = np.array([1.0, 2.0, 0.5]) / np.linalg.norm([1.0, 2.0, 0.5])
     rot.set_angle_axis(0.7, *axis)
@@ -266,11 +266,11 @@ def test_token_noise_selects_kmax_3_at_beta_5():
     exits = []
     for seed in range(6):
         r = s.run(ins.token_noise(x, phi, n_tokens, seed=seed, cutoff=16), t_end, times)
-        power = r.diagnostics["power"]
+        power = r.diagnostics["spectrum"] ** 2
         dist = np.sqrt(power[:, 1:].sum(axis=1) / power[:, 0])  # ||p - pbar|| / ||pbar||
         i = int(np.argmax(dist > 0.3))
         assert i > 0
-        assert r.diagnostics["dominant_degree"][i] == 3
+        assert r.diagnostics["dominant_mode"][i] == 3
         exits.append(times[i])
     assert abs(np.mean(exits) - t_pred) < 0.5 / s.gamma_max
 

@@ -1,4 +1,8 @@
-"""HDF5 run files: one file per run, self-describing, resumable (DESIGN.md section 4).
+"""HDF5 run files: one file per run, self-describing, resumable.
+
+Format version 2 (version 1 files, written before the spectrum vocabulary was unified, are
+read by ``meanfield.io.reader`` with their old names mapped: fourier/power/gegenbauer ->
+spectrum, dominant_degree -> dominant_mode).
 
 Layout (plain h5py paths; xarray ``engine="h5netcdf"`` sees the same as labelled arrays):
 
@@ -11,8 +15,8 @@ Layout (plain h5py paths; xarray ``engine="h5netcdf"`` sees the same as labelled
     /density               (time, theta) float64, chunked by time, compressed
     /diag_time             times of the diagnostic records (dimension scale)
     /mass, /energy, /ebar, /min_density, /max_density, /dt, /steps, ...   (diag_time)
-    /mode                  Fourier mode numbers (dimension scale)
-    /fourier               (diag_time, mode) |p_hat_k|
+    /mode                  degrees k of the spectrum (dimension scale)
+    /spectrum              (diag_time, mode) ||P_k mu||_L2, /dominant_mode (diag_time)
     /checkpoint            (live files only) the exact solver state to resume from
 
 Crash safety: the run writes ``PATH.partial``; a checkpoint flushes it and copies it
@@ -34,10 +38,12 @@ import h5py
 import numpy as np
 
 from meanfield._version import __version__
-from meanfield.errors import InputError
+from meanfield.theory.errors import InputError
 
 FORMAT = "meanfield-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CONVENTIONS_VERSION = 2
+CONVENTIONS_FILE = Path(__file__).resolve().parents[2] / "docs" / "conventions.md"
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -218,6 +224,16 @@ def restore_live_from_checkpoint(final_path: Path) -> Path:
     return live
 
 
+def last_snapshot(path: str | os.PathLike) -> np.ndarray:
+    """The last stored snapshot of a run file (InputError if it is foreign or has none)."""
+    file_status(path)  # foreign or unreadable files raise InputError
+    with h5py.File(path, "r") as f:
+        ds = f[str(f.attrs["field"])]
+        if ds.shape[0] == 0:
+            raise InputError("file", "run file has no snapshots", str(path))
+        return ds[-1]
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -231,6 +247,10 @@ def base_attrs(cfg_flat: Mapping[str, Any], cfg_text: str, extra: Mapping[str, A
     attrs["package_version"] = __version__
     for lib, ver in library_versions().items():
         attrs[f"version.{lib}"] = ver
+    attrs["conventions_version"] = CONVENTIONS_VERSION
+    attrs["conventions_doc"] = "docs/conventions.md"
+    if CONVENTIONS_FILE.is_file():  # the full text: a file describes itself
+        attrs["conventions_text"] = CONVENTIONS_FILE.read_text()
     attrs["created"] = _now()
     attrs["status"] = "running"
     attrs["message"] = ""

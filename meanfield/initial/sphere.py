@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import sph_legendre_p
 
-from meanfield.checks import check_positive
-from meanfield.errors import InputError
+from meanfield.theory.checks import check_positive
+from meanfield.theory.errors import InputError
 
 FOUR_PI = 4.0 * math.pi
 P_INF = 1.0 / FOUR_PI

@@ -1,4 +1,4 @@
-"""Funk-Hecke coefficients of zonal kernels on S^{d-1} and circle Fourier multipliers.
+"""Funk-Hecke coefficients of zonal kernels on S^{d-1} (and on the circle, d = 2).
 
 Funk-Hecke: for every degree-k spherical harmonic Y_k,
     integral W(<x,y>) Y_k(y) dsigma(y) = lambda_k Y_k(x),
@@ -13,8 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import eval_jacobi, gammaln, logsumexp, roots_jacobi
 
-from meanfield.checks import check_dim, check_positive
-from meanfield.kernels import ExponentialKernel, Kernel
+from meanfield.theory.checks import check_dim, check_positive
 
 
 def _log_area_sd2(d: int) -> float:
@@ -29,21 +28,29 @@ def _gauss_jacobi(n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return t, w
 
 
-def _default_nodes(kernel: Kernel, kmax: int) -> int:
-    if isinstance(kernel, ExponentialKernel):
-        return int(48 + kmax + 1.5 * kernel.beta)
+def _log_space(kernel) -> bool:
+    """Exponential kernels (beta > 0) give log W^{(k)} in closed form: Rodrigues in log space.
+
+    Duck-typed so that this module needs nothing from ``kernels`` (which imports it)."""
+    return hasattr(kernel, "log_derivative") and getattr(kernel, "beta", 0) > 0
+
+
+def _default_nodes(kernel, kmax: int) -> int:
+    beta = getattr(kernel, "beta", None)
+    if beta is not None:
+        return int(48 + kmax + 1.5 * beta)
     cheb = getattr(kernel, "chebyshev", None)
     deg = len(cheb().coef) if cheb is not None else 128
     return int(32 + (deg + kmax) // 2 + 1)
 
 
-def funk_hecke_quadrature(kernel: Kernel, k, dim: int = 2, *, method: str = "auto",
+def funk_hecke_quadrature(kernel, k, dim: int = 2, *, method: str = "auto",
                           nodes: int | None = None):
     """Funk-Hecke coefficients lambda_k of ``kernel`` on S^{d-1} by Gauss-Jacobi quadrature.
 
     Parameters
     ----------
-    kernel : Kernel
+    kernel : meanfield.theory.kernels.Kernel
         Any kernel; ``method="rodrigues"`` needs its derivatives of every order.
     k : int or array of int
         Degrees (>= 0).
@@ -72,7 +79,7 @@ def funk_hecke_quadrature(kernel: Kernel, k, dim: int = 2, *, method: str = "aut
         raise ValueError("k: must be integers >= 0")
     k_arr = k_arr.astype(int)
     if method == "auto":
-        method = "rodrigues" if isinstance(kernel, ExponentialKernel) else "projection"
+        method = "rodrigues" if getattr(kernel, "beta", None) is not None else "projection"
     if method not in ("projection", "rodrigues"):
         raise ValueError(f"method: must be auto, projection or rodrigues (got {method!r})")
     n = nodes if nodes is not None else _default_nodes(kernel, int(k_arr.max()))
@@ -87,7 +94,7 @@ def funk_hecke_quadrature(kernel: Kernel, k, dim: int = 2, *, method: str = "aut
         out = np.exp(log_area) * (pk @ wk) / pk1
     else:
         out = np.empty(k_arr.shape)
-        exp_kernel = isinstance(kernel, ExponentialKernel) and kernel.beta > 0
+        exp_kernel = _log_space(kernel)
         for i, kk in enumerate(k_arr):
             t, w = _gauss_jacobi(n, kk + alpha)
             log_pref = (log_area + gammaln(alpha + 1) - kk * np.log(2.0)
@@ -99,38 +106,22 @@ def funk_hecke_quadrature(kernel: Kernel, k, dim: int = 2, *, method: str = "aut
     return out if np.ndim(k) else float(out[0])
 
 
-def funk_hecke(kernel: Kernel, k, dim: int = 2):
+def funk_hecke(kernel, k, dim: int = 2):
     """lambda_k of ``kernel`` on S^{d-1}: closed form when the kernel has one, else quadrature."""
     return kernel.funk_hecke(k, dim)
 
 
-def circle_multipliers(kernel: Kernel, cells: int, *, derivative: int = 0, shift: float = 0.0,
-                       cell_averages: bool = True) -> np.ndarray:
-    """Fourier multipliers m_k (k = 0..M/2) for ``numpy.fft.rfft`` / ``irfft`` on M cells.
+def circle_coefficients(kernel, kmax: int, samples: int = 1024) -> np.ndarray:
+    """lambda_k = integral_0^{2 pi} W(cos s) cos(k s) ds, k = 0..kmax (the d = 2 Funk-Hecke
+    coefficients, i.e. the Fourier coefficients of s -> W(cos s)).
 
-    For a density p on M uniform cells of [0, 2 pi) (w.r.t. d theta),
-        irfft(m * rfft(p))_j = d^n/dtheta^n (W * mu)(theta_j + shift * dx),   n = ``derivative``,
-    with m_k = (i k)^n lambda_k e^{i k shift dx} / s_k, lambda_k = integral W(cos s) e^{-iks} ds
-    (the d = 2 Funk-Hecke coefficient) and s_k = sinc(k dx / 2) when the data are cell
-    averages (this undoes the averaging so the convolution is exact for the band-limited
-    interpolant), s_k = 1 for point values. A true circular convolution: sine and cosine
-    modes get the same multiplier. ``shift = 0.5`` evaluates at the right cell faces.
-    The Nyquist multiplier of an odd derivative is zero (its sign is undefined).
+    Closed form for kernels that have one (exponential: 2 pi I_k(beta)/beta); otherwise the
+    trapezoid rule on max(``samples``, 2 kmax + 2) equispaced points, spectrally accurate for
+    smooth periodic W(cos s).
     """
-    m = int(check_positive(cells, "cells", integer=True, minimum=2, inclusive=True))
-    k = np.arange(m // 2 + 1)
-    if isinstance(kernel, ExponentialKernel):
-        lam = kernel.funk_hecke(k, 2)
-    else:  # trapezoid rule on a finer grid: spectrally accurate for smooth periodic W(cos s)
-        fine = max(2 * m, 1024)
-        s = 2 * np.pi * np.arange(fine) / fine
-        lam = (2 * np.pi / fine) * np.fft.rfft(kernel(np.cos(s))).real[: k.size]
-    dx = 2 * np.pi / m
-    mult = lam.astype(complex) * (1j * k) ** derivative
-    if shift:
-        mult *= np.exp(1j * k * shift * dx)
-    if cell_averages:
-        mult /= np.sinc(k * dx / (2 * np.pi))  # np.sinc(x) = sin(pi x)/(pi x)
-    if derivative % 2 == 1 and m % 2 == 0:
-        mult[-1] = 0.0
-    return mult
+    k = np.arange(int(kmax) + 1)
+    if getattr(kernel, "beta", None) is not None:
+        return np.asarray(kernel.funk_hecke(k, 2), dtype=float)
+    fine = max(int(samples), 2 * k.size)
+    s = 2 * np.pi * np.arange(fine) / fine
+    return (2 * np.pi / fine) * np.fft.rfft(kernel(np.cos(s))).real[: k.size]

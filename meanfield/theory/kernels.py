@@ -3,7 +3,7 @@
 The exponential kernel W(t) = e^{beta t}/beta drives USA; SA divides the same convolution
 by Z(x) = integral e^{beta <x,y>} dmu(y) = beta (W * mu)(x).  Two time units:
 
-* ``raw``:    W(t) = e^{beta t} / beta (DESIGN.md section 2);
+* ``raw``:    W(t) = e^{beta t} / beta (docs/conventions.md);
 * ``scaled``: W(t) = e^{beta (t-1)} / beta, i.e. time rescaled by e^{beta}; every USA rate
   in this unit is the raw rate times e^{-beta}, and nothing overflows for any beta.
 
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln, ive
 
-from meanfield.checks import check_beta, check_dim, check_time_unit
-from meanfield.errors import InputError
-from meanfield.geometry import gegenbauer_index, log_sphere_area
+from meanfield.theory.checks import check_beta, check_dim, check_time_unit
+from meanfield.theory.errors import InputError
+from meanfield.theory.funk_hecke import funk_hecke_quadrature
+from meanfield.theory.geometry import gegenbauer_index, log_sphere_area
 
 
 class Kernel:
@@ -41,8 +42,6 @@ class Kernel:
 
     def funk_hecke(self, k, dim: int = 2):
         """Funk-Hecke coefficients lambda_k on S^{d-1} (default: quadrature)."""
-        from meanfield.coefficients import funk_hecke_quadrature
-
         return funk_hecke_quadrature(self, k, dim)
 
     def log_funk_hecke(self, k, dim: int = 2):

@@ -10,8 +10,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from meanfield import storage
-from meanfield.errors import InputError
+from meanfield.io import storage
+from meanfield.theory.errors import InputError
 
 
 class Run:
@@ -64,7 +64,14 @@ class Run:
 
     @property
     def domain(self) -> str:
-        return str(self.attrs.get("domain", "circle"))
+        return str(self.attrs.get("domain", ""))
+
+    @property
+    def domain_module(self):
+        """The run's :class:`meanfield.domains.base.Domain`."""
+        from meanfield.domains import get
+
+        return get(self.domain)
 
     @cached_property
     def times(self) -> np.ndarray:
@@ -90,9 +97,23 @@ class Run:
     def diag_times(self) -> np.ndarray:
         return self._f["diag_time"][()]
 
+    @property
+    def format_version(self) -> int:
+        return int(self.attrs.get("format_version", 1))
+
     @cached_property
     def diagnostics(self) -> dict[str, np.ndarray]:
-        return {str(k): self._f[str(k)][()] for k in self._f.attrs["diagnostics"]}
+        """Diagnostic series by name (format 1 files: mapped to the names of format 2)."""
+        out = {str(k): self._f[str(k)][()] for k in self._f.attrs["diagnostics"]}
+        return self.domain_module.upgrade_diagnostics(out, self.format_version)
+
+    def diagnostic_label(self, name: str) -> str | None:
+        """The ``long_name`` a file gives a diagnostic series (None if absent)."""
+        if name not in self._f:
+            return None
+        label = self._f[name].attrs.get("long_name")
+        return label.decode() if isinstance(label, bytes) else (None if label is None
+                                                                else str(label))
 
     # ------------------------------------------------------------------ helpers
     def analyze(self, **params) -> dict[str, Any]:

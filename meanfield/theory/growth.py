@@ -17,8 +17,14 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import digamma, gammaln, ive
 
-from meanfield.checks import check_beta, check_dim, check_model, check_positive, check_time_unit
-from meanfield.geometry import gegenbauer_index, harmonic_multiplicity
+from meanfield.theory.checks import (
+    check_beta,
+    check_dim,
+    check_model,
+    check_positive,
+    check_time_unit,
+)
+from meanfield.theory.geometry import gegenbauer_index, harmonic_multiplicity
 
 
 def log_growth_rate(k, beta, dim: int = 2, model: str = "usa", time_unit: str = "raw"):
@@ -174,7 +180,8 @@ def kmax_transitions(dim: int = 2, up_to: int = 10) -> np.ndarray:
     beta_k solves gamma_k(beta) = gamma_{k+1}(beta), i.e.
         (k+1)(k+d-1) I_{k+1+nu}(beta) = k (k+d-2) I_{k+nu}(beta);
     the ratio I_{k+1+nu}/I_{k+nu} increases from 0 to 1, so the root is unique.
-    d = 2 gives 2.4048 ... for k_max 1 -> 2 ... (see tests).
+    d = 2 gives 1.0445 (1 -> 2), 3.1654 (2 -> 3), 6.2113 (3 -> 4), 10.2285 (4 -> 5) for the
+    steps of k_max.
     """
     d = check_dim(dim)
     n = int(check_positive(up_to, "up_to", integer=True, minimum=1, inclusive=True))

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import ive
 
-from meanfield.checks import check_positive
-from meanfield.errors import InputError
+from meanfield.theory.checks import check_positive
+from meanfield.theory.errors import InputError
 
 TWO_PI = 2.0 * math.pi
 

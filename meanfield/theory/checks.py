@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from meanfield.errors import InputError
+from meanfield.theory.errors import InputError
 
 MODELS = ("usa", "sa")
 TIME_UNITS = ("raw", "scaled")

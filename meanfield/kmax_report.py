@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from meanfield.growth import (
+from meanfield.theory.growth import (
     ModeSelection,
     growth_rate,
     kmax_asymptotic,

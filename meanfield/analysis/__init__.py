@@ -1,0 +1,202 @@
+"""Metastability analysis of a run: clusters, plateaus, exit time, growth-rate fit.
+
+Works on a run file (:class:`meanfield.io.reader.Run`, any domain: the domain module counts
+clusters) or on an in-memory circle result (``solvers.circle.CircleResult`` plus the model
+parameters). All thresholds are parameters with documented defaults (also in the
+``[analysis]`` config section).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from meanfield.analysis.metastability import (
+    crossing_time,
+    fit_growth_rate,
+    metastable_intervals,
+)
+from meanfield.theory.growth import exit_time as predicted_exit_time
+from meanfield.theory.growth import growth_rate, most_unstable_mode
+from solvers.clusters_density import (
+    DensityCluster,
+    density_cluster_count,
+    density_clusters,
+    wasserstein1_circle,
+)
+
+#: the [analysis] defaults (config.py holds the same values with their documentation)
+DEFAULTS = {"cluster_level": 2.0, "cluster_min_mass": 0.01, "exit_threshold": 0.3,
+            "min_plateau_outputs": 3, "min_plateau_efolds": 2.0, "clustered_fraction": 0.5,
+            "cluster_eps": 0.01}
+
+
+def _source(src, params: dict) -> dict[str, Any]:
+    """Normalise a Run or an in-memory CircleResult into one dict."""
+    from meanfield.domains import get
+
+    if hasattr(src, "domain_module"):  # a run file (meanfield.io.reader.Run)
+        cfg = src.config
+        dom = src.domain_module
+        out = {"beta": cfg["model"]["beta"], "dim": cfg["model"]["dim"],
+               "model": cfg["model"]["model"], "time_unit": cfg["model"]["time_unit"],
+               "times": src.times, "diag_times": src.diag_times, "diag": src.diagnostics,
+               "path": str(src.path), "domain": dom, "run": src,
+               "effective_tokens": dom.effective_tokens(cfg), **cfg["analysis"]}
+        # format 1 files hold only runs of the self-attention convolution: theory applies
+        out["theory"] = (src.format_version < 2
+                         or src.attrs.get("linear_theory", "none") != "none")
+        out["labels"] = {k: src.diagnostic_label(k) for k in ("tv_distance",
+                                                                 "tv_fourier_proxy")}
+    else:  # CircleResult
+        out = {"times": src.times, "diag_times": src.times, "diag": src.diagnostics, "dim": 2,
+               "time_unit": "raw", "model": "usa", "domain": get("circle"), "run": None,
+               "density": src.density, "theory": True, **DEFAULTS}
+    out.update({k: v for k, v in params.items() if v is not None})
+    if out.get("beta") is None:
+        raise ValueError("beta: must be given to analyse in-memory results")
+    return out
+
+
+def _counts(s: dict) -> np.ndarray:
+    """Cluster counts per snapshot, by the domain's own counter."""
+    params = {k: s[k] for k in DEFAULTS} | {"dim": s["dim"], "system": s["system"]}
+    dom = s["domain"]
+    if s["run"] is not None:
+        return dom.cluster_series(s["run"], params, s["system"])
+    return np.asarray([dom.cluster_count(p, {}, params) for p in s["density"]], dtype=int)
+
+
+def _series(d: dict[str, np.ndarray], key: str, system: int) -> np.ndarray | None:
+    """One diagnostic over diag_time (the given system of a particle batch)."""
+    v = d.get(key)
+    if v is None:
+        return None
+    v = np.asarray(v)
+    if key == "spectrum":
+        return v[:, system] if v.ndim == 3 else v
+    return v[:, system] if v.ndim == 2 else v
+
+
+def _exit_criterion(s: dict) -> tuple[str | None, str]:
+    """Which series measures the distance to uniform, and how the file describes it."""
+    labels = s.get("labels", {})
+    fallback = {"tv_distance": "total variation (1/2) int |p - mean p| to uniform",
+                "tv_fourier_proxy": "(2/pi) max_k |c_k| (a Fourier proxy of the TV distance)"}
+    for key, text in fallback.items():
+        if key in s["diag"]:
+            return key, labels.get(key) or text
+    return None, "no distance to uniform recorded"
+
+
+def _predicted_exit(s: dict) -> float | None:
+    """Linear-theory mean exit time (meanfield.theory.growth.exit_time) for the TV threshold
+    tau: on the circle TV = sqrt(2) r / pi, so delta = pi tau / sqrt(2)."""
+    n = s.get("effective_tokens")
+    if not n or s["dim"] != 2 or not s["theory"]:
+        return None
+    delta = math.pi * s["exit_threshold"] / math.sqrt(2.0)
+    return predicted_exit_time(n, s["beta"], s["dim"], s["model"], delta, s["time_unit"])
+
+
+def analyze(src, *, beta: float | None = None, model: str | None = None,
+            time_unit: str | None = None, system: int = 0, **params: Any) -> dict[str, Any]:
+    """Analyse a run (any domain) or an in-memory circle result; returns a JSON-ready dict.
+
+    ``params`` override the ``[analysis]`` settings: cluster_level, cluster_min_mass,
+    clustered_fraction, cluster_eps, exit_threshold, min_plateau_outputs, min_plateau_efolds.
+    Particle runs with several systems are analysed for ``system`` (default 0). Without a
+    linear theory (e.g. a drift other than the self-attention convolution, or general
+    Q, K, V) the predictions are None.
+    """
+    s = _source(src, {"beta": beta, "model": model, "time_unit": time_unit, **params})
+    s["system"] = system
+    times = np.asarray(s["times"])
+    d = {k: np.asarray(v) for k, v in s["diag"].items()}
+    dt_ = np.asarray(s["diag_times"])
+    counts = _counts(s)
+    intervals = metastable_intervals(times, counts)
+    theory = s["theory"]
+    k_pred = int(most_unstable_mode(s["beta"], s["dim"])) if theory else None
+    g_max = float(growth_rate(k_pred, s["beta"], s["dim"], s["model"], s["time_unit"])) \
+        if theory else 0.0
+    min_len = s["min_plateau_efolds"] / g_max if g_max > 0 else 0.0
+    plateaus = [iv for iv in intervals if iv["n"] >= s["min_plateau_outputs"]
+                and iv["t_end"] - iv["t_start"] >= min_len * (1 - 1e-9)]
+    key, criterion = _exit_criterion(s)
+    tv = _series(d, key, system) if key is not None else None
+    exit_time = crossing_time(dt_, tv, s["exit_threshold"]) if tv is not None else None
+    dom = _series(d, "dominant_mode", system)
+    dom_exit = None
+    if exit_time is not None and dom is not None:
+        i = int(np.searchsorted(dt_, exit_time))
+        dom_exit = int(dom[min(i, len(dt_) - 1)])
+    fit = None
+    amps = _series(d, "spectrum", system)
+    k_fit = dom_exit or k_pred
+    if theory and amps is not None and k_fit is not None and k_fit < amps.shape[1]:
+        fit = fit_growth_rate(dt_, amps[:, k_fit], exit_time)
+        if fit is not None:
+            pred = float(growth_rate(k_fit, s["beta"], s["dim"], s["model"], s["time_unit"]))
+            fit.update({"k": k_fit, "predicted": pred,
+                        "relative_error": fit["measured"] / pred - 1 if pred else None})
+    energy = _series(d, "energy", system)
+    mono = None
+    if energy is not None and np.all(np.isfinite(energy)):
+        mono = bool(np.all(np.diff(energy) >= -1e-12 * np.max(np.abs(energy))))
+    mass = _series(d, "mass", system)
+    mind = _series(d, "min_density", system)
+    ebar = _series(d, "ebar", system)
+    return {
+        "path": s.get("path"), "domain": s["domain"].name,
+        "beta": float(s["beta"]), "dim": int(s["dim"]), "model": s["model"],
+        "time_unit": s["time_unit"],
+        "k_max_predicted": k_pred,
+        "dominant_mode_at_exit": dom_exit,
+        "first_plateau_clusters": plateaus[0]["k"] if plateaus else None,
+        "final_clusters": int(counts[-1]) if counts.size else None,
+        "metastable": [{k: iv[k] for k in ("k", "t_start", "t_end")} for iv in plateaus],
+        "exit_time": exit_time,
+        "exit_time_predicted": _predicted_exit(s),
+        "exit_threshold": s["exit_threshold"],
+        "exit_criterion": criterion,
+        "growth_rate_fit": fit,
+        "mass_drift": float(np.max(np.abs(mass / mass[0] - 1))) if mass is not None else 0.0,
+        "min_density": float(np.min(mind)) if mind is not None else None,
+        "energy_monotone": mono,
+        "final_ebar": float(ebar[-1]) if ebar is not None and np.isfinite(ebar[-1]) else None,
+        "cluster_counts": counts.tolist(),
+        "snapshot_times": times.tolist(),
+    }
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    fit = res.get("growth_rate_fit")
+    kp = res["k_max_predicted"]
+    lines = [
+        f"beta = {res['beta']:g}, d = {res['dim']}, model {res['model']}: predicted k_max = "
+        f"{kp if kp is not None else 'n/a (no linear theory for this velocity)'}",
+        f"dominant mode at exit = {res['dominant_mode_at_exit']}, exit time = "
+        + (f"{res['exit_time']:.4g}" if res["exit_time"] is not None else "not reached")
+        + f" ({res['exit_criterion']} > {res['exit_threshold']})",
+        f"clusters: first plateau {res['first_plateau_clusters']}, final "
+        f"{res['final_clusters']}; plateaus "
+        + (", ".join(f"{iv['k']} on [{iv['t_start']:.3g}, {iv['t_end']:.3g}]"
+                     for iv in res["metastable"]) or "none"),
+    ]
+    if fit:
+        lines.append(f"growth rate of mode {fit['k']}: measured {fit['measured']:.6g}, "
+                     f"predicted {fit['predicted']:.6g} (relative error "
+                     f"{fit['relative_error']:.2e})")
+    mind = res["min_density"]
+    lines.append(f"mass drift {res['mass_drift']:.1e}, min density "
+                 f"{'n/a' if mind is None else format(mind, '.3g')}, "
+                 f"energy monotone: {res['energy_monotone']}")
+    return lines
+
+
+__all__ = ["DensityCluster", "analyze", "crossing_time", "density_cluster_count",
+           "density_clusters", "fit_growth_rate", "metastable_intervals", "summary_lines",
+           "wasserstein1_circle"]

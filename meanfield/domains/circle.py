@@ -1,0 +1,151 @@
+"""The circle S^1: finite volumes (fv2, rusanov, lf) with any drift of ``solvers.drifts``.
+
+Config: ``discretization.cells`` (M), ``scheme``, ``dt_per_dx`` (lf's paper step), the FFT
+settings; ``model.drift`` (default ``convolution``: USA/SA self-attention) with the drift's
+own parameters in ``[drift]``. Files hold density(time, theta) and spectrum(diag_time, mode).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meanfield import initial
+from meanfield.domains.base import (
+    CONVENTIONS,
+    Domain,
+    GridProblem,
+    array_from_file,
+    common_specs,
+)
+from meanfield.schema import Key, ge
+from meanfield.theory.errors import InputError
+from solvers.circle import make_scheme
+from solvers.clusters_density import density_cluster_count
+from solvers.drifts import DRIFTS
+
+TWO_PI = 2.0 * math.pi
+INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
+
+
+def drift_parameters(cfg: dict, name: str) -> dict[str, Any]:
+    """Keyword parameters of drift ``name``: from [model] (beta, model, time_unit) or [drift]."""
+    cls = DRIFTS[name]
+    return {k: (cfg["model"][k] if k in cfg["model"] else cfg["drift"][k])
+            for k in cls.PARAMETERS}
+
+
+def initial_density(cfg: dict, cells: int) -> np.ndarray:
+    """The initial density of ``[initial]`` on M = ``cells`` cells (meanfield.initial)."""
+    i, m = cfg["initial"], cells
+    kind = i["kind"]
+    if kind == "uniform":
+        return initial.uniform(m)
+    if kind == "noise":
+        return initial.white_noise(m, i["amplitude"], i["seed"], renormalize=i["renormalize"])
+    if kind == "tokens":
+        return initial.token_noise(m, i["tokens"], i["seed"], cutoff=i["cutoff"])
+    if kind == "mode":
+        return initial.mode(m, i["mode"], i["amplitude"], i["phase"])
+    if kind == "bumps":
+        return initial.von_mises_bumps(m, i["centres"], i["masses"] or None, i["kappa"])
+    return array_from_file(i["path"], (m,))
+
+
+class CircleProblem(GridProblem):
+    """Run adapter: ``solvers.circle`` schemes with the configured drift."""
+
+    field_dims = ("theta",)
+
+    def __init__(self, cfg: dict) -> None:
+        m, d = cfg["model"], cfg["discretization"]
+        drift = DRIFTS[m["drift"]](**drift_parameters(cfg, m["drift"]))
+        kw: dict[str, Any] = {"drift": drift, "cfl": d["cfl"], "dt": d["dt"] or None,
+                              "accuracy": d["accuracy"], "fft_threads": d["fft_threads"],
+                              "fft_planner": d["fft_planner"]}
+        if d["scheme"] == "lf":
+            kw["dt_per_dx"] = d["dt_per_dx"] or None
+        else:
+            kw["integrator"] = d["integrator"]
+        super().__init__(cfg, make_scheme(d["scheme"], d["cells"], **kw))
+        s = self.scheme
+        self.coords = {
+            "theta": (s.theta, {"long_name": "cell centre angle", "units": "rad"}),
+            "mode": self.mode_coord,
+        }
+        self.field_attrs = {"long_name": "probability density w.r.t. d theta (cell averages)",
+                            "units": "1/rad"}
+        self.diag_specs = common_specs("d theta") | {
+            "angular_momentum": ((), "f8", {"long_name": "integral v p d theta"}),
+        }
+
+    def attrs(self) -> dict[str, Any]:
+        out = super().attrs()
+        out.update({"density_measure": "d theta on [0, 2 pi)", "domain": "circle"})
+        out.update(self.scheme.drift.describe())
+        return out
+
+    def initial_density(self) -> np.ndarray:
+        return initial_density(self.cfg, self.scheme.cells)
+
+
+class Circle(Domain):
+    name = "circle"
+    summary = "the circle S^1: finite volumes fv2 | rusanov | lf, any drift (model.drift)"
+    schemes = ("fv2", "rusanov", "lf")
+    keys = {  # noqa: RUF012 - read-only class data
+        "discretization": {
+            "dt_per_dx": Key(0.0, (int, float), "lf only: fixed dt = dt_per_dx * dx (seed "
+                             "003); 0 = off", check=ge(0), allowed="a number >= 0"),
+            "fft_threads": Key(1, int, "FFTW threads per run", check=ge(1),
+                               allowed="an integer >= 1"),
+            "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure "
+                               "(faster at M >= 16384, plans may differ between processes)",
+                               ("estimate", "measure")),
+        },
+    }
+    spectrum_label = r"$\|P_k\mu\|_{L^2} = |\hat p_k|/\sqrt{\pi}$"
+
+    def check(self, cfg: dict) -> None:
+        super().check(cfg)
+        m, d, i = cfg["model"], cfg["discretization"], cfg["initial"]
+        if m["dim"] != 2:
+            raise InputError("model.dim", "must be 2 for model.domain = 'circle'", m["dim"])
+        if i["kind"] not in INITIAL_KINDS:
+            raise InputError("initial.kind", f"must be one of {', '.join(INITIAL_KINDS)} on "
+                             "the circle", i["kind"])
+        if i["kind"] == "mode" and 2 * i["mode"] >= d["cells"]:
+            raise InputError("initial.mode", "must be < discretization.cells / 2", i["mode"])
+        if i["kind"] == "tokens" and 2 * i["cutoff"] + 2 > d["cells"]:
+            raise InputError("initial.cutoff", "must be <= (discretization.cells - 2)/2",
+                             i["cutoff"])
+        if d["dt_per_dx"] > 0 and d["scheme"] != "lf":
+            raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
+
+    def problem(self, cfg: dict) -> CircleProblem:
+        return CircleProblem(cfg)
+
+    def cluster_count(self, snapshot: np.ndarray, coords: dict, params: dict) -> int:
+        return density_cluster_count(snapshot, level=params["cluster_level"],
+                                     min_mass=params["cluster_min_mass"],
+                                     clustered_fraction=params["clustered_fraction"])
+
+    def effective_tokens(self, cfg: dict) -> float | None:
+        """Token noise: N. White noise sigma per cell on M cells: E|p_hat_k|^2 = (2 pi)^2
+        sigma^2 / M, i.e. N_eff = M / (2 pi sigma)^2 (E|c_k|^2 = 1/N for N tokens)."""
+        i = cfg["initial"]
+        if i["kind"] == "noise" and i["amplitude"] > 0:
+            return cfg["discretization"]["cells"] / (TWO_PI * i["amplitude"]) ** 2
+        return super().effective_tokens(cfg)
+
+    def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
+        from meanfield.figures import profile_figures
+
+        return profile_figures(run, analysis, out, stem, title, period=TWO_PI)
+
+
+DOMAIN = Circle()
+__all__ = ["CONVENTIONS", "DOMAIN", "CircleProblem", "initial_density"]

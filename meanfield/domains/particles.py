@@ -1,0 +1,285 @@
+"""N tokens on S^{d-1} (``solvers.particles``): angles on the circle, unit vectors otherwise.
+
+Config: the ``[particles]`` section (count, integrator, dt, tolerances, mask, Q/K/V, USA
+normalisation, batch of independent systems). Files hold angles(time, system, particle) or
+positions(time, system, particle, component), the matrices and the token masses.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meanfield.domains.base import CONVENTIONS, Domain, predicted_kmax, theory_attrs
+from meanfield.schema import NUM, Key, ge, gt
+from meanfield.theory.attention import QKV_ENSEMBLES
+from meanfield.theory.errors import InputError
+from meanfield.theory.geometry import sphere_area
+from meanfield.theory.kernels import ExponentialKernel
+from solvers.clusters_density import density_cluster_count
+from solvers.stepping import StepStats, integrators
+
+INITIAL_KINDS = ("uniform", "noise", "tokens", "file")
+
+
+def _load_qkv(spec: str):
+    """A named ensemble, or (Q, K, V) from a .npz file (no pickles)."""
+    if spec in QKV_ENSEMBLES:
+        return spec
+    path = Path(spec)
+    if not path.is_file() or path.suffix != ".npz":
+        raise InputError("particles.qkv", f"must be {', '.join(QKV_ENSEMBLES)} or an existing "
+                         ".npz with arrays Q, K, V", spec)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["Q"], z["K"], z["V"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise InputError("particles.qkv", f"is not an .npz with numeric arrays Q, K, V ({exc})",
+                         spec) from None
+
+
+class ParticlesProblem:
+    """Run adapter for ``solvers.particles.ParticleSystem``."""
+
+    def __init__(self, cfg: dict) -> None:
+        from solvers.particles import ParticleSystem
+
+        m, pc, i = cfg["model"], cfg["particles"], cfg["initial"]
+        self.cfg = cfg
+        self.system = ParticleSystem(
+            pc["count"], m["dim"], m["beta"], m["model"], mask=pc["mask"],
+            qkv=_load_qkv(pc["qkv"]), qkv_scale=pc["qkv_scale"],
+            normalization=pc["normalization"], time_unit=m["time_unit"],
+            integrator=pc["integrator"], dt=pc["dt"] or None, rtol=pc["rtol"], atol=pc["atol"],
+            batch=pc["batch"], seed=i["seed"])
+        s = self.system
+        self.angles = s.representation == "angles"
+        self.field = "angles" if self.angles else "positions"
+        self.field_dims = ("system", "particle") if self.angles else (
+            "system", "particle", "component")
+        self.modes = s.default_modes() if self.angles else None
+        self.coords = {"system": (np.arange(pc["batch"]), {"long_name": "independent system"}),
+                       "particle": (np.arange(pc["count"]), {"long_name": "token index"})}
+        if self.angles:
+            self.coords["mode"] = (np.arange(self.modes + 1), {"long_name": "degree k of the "
+                                                               "spectrum"})
+            self.field_attrs = {"long_name": "token angles (not wrapped)", "units": "rad"}
+        else:
+            self.coords["component"] = (np.arange(m["dim"]), {"long_name": "ambient axis"})
+            self.field_attrs = {"long_name": "token positions, unit vectors in R^d"}
+        at = s.attention
+        self.coords["row"] = (np.arange(at.Q.shape[0]), {"long_name": "matrix row"})
+        self.coords["col"] = (np.arange(m["dim"]), {"long_name": "matrix column"})
+        rc = ("row", "col")
+        self.static = {"Q": (at.Q, {"long_name": "query matrix"}, rc),
+                       "K": (at.K, {"long_name": "key matrix"}, rc),
+                       "V": (at.V, {"long_name": "value matrix"}, ("col", "col")),
+                       "masses": (np.broadcast_to(s.masses, (1, pc["count"]))[0],
+                                  {"long_name": "token masses (mean 1)"}, ("particle",))}
+        per = ("system",)
+        self.diag_specs = {
+            "energy": (per, "f8", {"long_name": "E (docs/conventions.md)"}),
+            "ebar": (per, "f8", {"long_name": "normalised energy"}),
+            "energy_rate": (per, "f8", {"long_name": "dE/dt from the dissipation identity"}),
+            "max_speed": (per, "f8", {"long_name": "max |dx_i/dt|"}),
+            "dt": ((), "f8", {"long_name": "last time step"}),
+            "steps": ((), "i8", {"long_name": "time steps taken"}),
+        }
+        if self.angles:
+            self.diag_specs.update({
+                "spectrum": (("system", "mode"), "f8",
+                             {"long_name": "||P_k mu||_L2 = |c_k|/sqrt(pi), c_k = "
+                                           "N^-1 sum_j m_j e^{-ik theta_j}"}),
+                "dominant_mode": (per, "i4", {"long_name": "argmax_{k>=1} spectrum_k"}),
+                "tv_distance": (per, "f8", {"long_name": "total variation between the "
+                                            "100-bin token histogram and the uniform density "
+                                            "(seed 003 Fig. 3; noise floor 0.399 sqrt(100/N)"
+                                            f" = {0.399 * math.sqrt(100 / pc['count']):.3g})"}),
+                "tv_fourier_proxy": (per, "f8", {"long_name": "(2/pi) max_k |c_k|: the TV "
+                                                 "distance of a single-mode density with that "
+                                                 "amplitude (a proxy, no histogram noise)"}),
+            })
+
+    def new_stats(self) -> StepStats:
+        return StepStats()
+
+    @property
+    def gamma_max(self) -> float | None:
+        """Largest linear growth rate (identity Q, K, V and no mask; None otherwise)."""
+        return self.system.gamma_max
+
+    def attrs(self) -> dict[str, Any]:
+        m = self.cfg["model"]
+        s = self.system
+        k = predicted_kmax(self.cfg) if s.gamma_max is not None else None
+        out = {"conventions": CONVENTIONS + "; particles: mu = N^-1 sum_j m_j delta_{x_j}",
+               "density_measure": "empirical measure of the tokens",
+               "kernel": ExponentialKernel(m["beta"], m["time_unit"]).name,
+               "time_unit": m["time_unit"], "seed": self.cfg["initial"]["seed"],
+               "domain": "particles", "representation": s.representation,
+               "summation": s.summation, "qkv": s.attention.name, "drift": "convolution",
+               "model": m["model"],
+               "energy_is_lyapunov": bool(s.mask == "none" and s.attention.gradient_flow)}
+        out.update(theory_attrs(self.cfg, k, s.gamma_max))
+        return out
+
+    def initial_state(self) -> np.ndarray:
+        i = self.cfg["initial"]
+        if i["kind"] in ("uniform", "noise", "tokens"):  # N i.i.d. uniform tokens
+            return self.system.uniform_sample(self.cfg["particles"]["batch"], i["seed"])
+        path = Path(i["path"])
+        if not path.is_file() or path.suffix != ".npy":
+            raise InputError("initial.path", "must be an existing .npy file of angles (batch, "
+                             "N) or unit vectors (batch, N, d)", i["path"])
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError("initial.path", f"is not a plain numeric .npy array ({exc})",
+                             i["path"]) from None
+        return self.system.check_state(x, "initial.path")
+
+    def advance(self, state, t, target, stats, deadline=None, max_steps=None):
+        return self.system.advance(state, t, target, stats, deadline, max_steps)
+
+    def diagnostics(self, state, stats) -> dict[str, Any]:
+        d = self.system.diagnostics(state, self.modes)
+        out = {k: d[k] for k in self.diag_specs if k in d}
+        out["dt"] = stats.last_dt
+        out["steps"] = stats.steps
+        return out
+
+    def snapshot(self, state) -> np.ndarray:
+        return state
+
+    def save_state(self, state, stats: StepStats) -> tuple[dict, dict]:
+        arrays = {"x": state}
+        if stats.f is not None:
+            arrays["f"] = stats.f
+        scalars = {"dt": -1.0 if stats.dt is None else stats.dt, "steps": stats.steps,
+                   "rejected": stats.rejected, "last_dt": stats.last_dt,
+                   "max_courant": stats.max_courant, "cfl_violations": stats.cfl_violations}
+        return arrays, scalars
+
+    def load_state(self, arrays, scalars):
+        st = self.new_stats()
+        st.dt = None if scalars["dt"] < 0 else float(scalars["dt"])
+        st.f = arrays.get("f")
+        st.steps, st.rejected = int(scalars["steps"]), int(scalars["rejected"])
+        st.last_dt = float(scalars["last_dt"])
+        st.max_courant = float(scalars.get("max_courant", 0.0))
+        st.cfl_violations = int(scalars.get("cfl_violations", 0))
+        return np.asarray(arrays["x"], float), st
+
+
+def particle_cluster_count(x: np.ndarray, *, angles: bool, level: float = 2.0,
+                           min_mass: float = 0.01, clustered_fraction: float = 0.5,
+                           eps: float = 0.01) -> int:
+    """Tokens of one system. Circle: the PDE rule on a histogram with max(16, min(N/20,
+    720)) bins (>= 20 tokens per bin on average, so counting noise stays below the level).
+    S^{d-1}: connected components of <x_i, x_j> > 1 - eps (seed 001's rule,
+    ``solvers.clusters``), with eps capped so that i.i.d. uniform tokens have 0.3 linked
+    neighbours on average: the link angle a solves N |S^{d-2}| a^{d-1} / ((d-1) |S^{d-1}|)
+    = 0.3, far below percolation, so the uniform state counts as zero clusters for any N."""
+    if angles:
+        from meanfield.initial import from_particles
+
+        bins = int(max(16, min(x.size // 20, 720)))
+        return density_cluster_count(from_particles(bins, x), level=level, min_mass=min_mass,
+                                     clustered_fraction=clustered_fraction)
+    from solvers.clusters import detect_clusters
+
+    n, d = x.shape
+    a = (0.3 * (d - 1) * sphere_area(d) / (sphere_area(d - 1) * n)) ** (1.0 / (d - 1)) \
+        if d > 2 else 0.3 * math.pi / n
+    cl = detect_clusters(x[None], method="inner", eps=min(eps, 1.0 - math.cos(a)))[0]
+    kept = cl.masses[cl.masses >= min_mass]
+    return int(kept.size) if kept.sum() >= clustered_fraction else 0
+
+
+class Particles(Domain):
+    name = "particles"
+    summary = "N tokens on S^{d-1}: USA/SA, masks, Q/K/V, batches (section [particles])"
+    schemes = ()
+    defaults = {"initial": {"kind": "uniform"}}  # noqa: RUF012
+    keys = {  # noqa: RUF012 - read-only class data
+        "particles": {
+            "count": Key(1000, int, "number of tokens N", check=ge(1),
+                         allowed="an integer >= 1"),
+            "integrator": Key("rk4", str, "euler (projected) | euler-unprojected (the papers' "
+                              "step: Euler on the unprojected average, then renormalise) | "
+                              "rk4 | adaptive (Dormand-Prince 5(4))", integrators("ode")),
+            "dt": Key(0.0, NUM, "fixed step (euler, rk4); 0 = from the velocity Lipschitz "
+                      "bound and 0.02/gamma_max", check=ge(0), allowed="a number >= 0"),
+            "rtol": Key(1e-8, NUM, "adaptive: relative tolerance", check=gt(0),
+                        allowed="a number > 0"),
+            "atol": Key(1e-10, NUM, "adaptive: absolute tolerance", check=gt(0),
+                        allowed="a number > 0"),
+            "mask": Key("none", str, "none | causal (token i attends to j <= i)",
+                        ("none", "causal")),
+            "qkv": Key("identity", str, "identity | gaussian | orthogonal | symmetric-psd | "
+                       "path to a .npz with Q, K, V"),
+            "qkv_scale": Key(1.0, NUM, "scale of the random Q, K, V ensembles", check=ge(0),
+                             allowed="a number >= 0"),
+            "normalization": Key("1/N", str, "USA prefactor: 1/N | 1 | 1/N^2",
+                                 ("1/N", "1", "1/N^2")),
+            "batch": Key(1, int, "independent systems simulated together (seeds)",
+                         check=ge(1), allowed="an integer >= 1"),
+        },
+    }
+    spectrum_label = r"$\|P_k\mu\|_{L^2} = |c_k|/\sqrt{\pi}$"
+
+    def check(self, cfg: dict) -> None:
+        m, i, p = cfg["model"], cfg["initial"], cfg["particles"]
+        if m["drift"] != "convolution":
+            raise InputError("model.drift", "must be 'convolution' for model.domain = "
+                             "'particles' (general attention: particles.qkv)", m["drift"])
+        if i["kind"] not in INITIAL_KINDS:
+            raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
+                             "uniform tokens) or file for model.domain = 'particles'", i["kind"])
+        if cfg["time"]["schedule"] == "steps":
+            raise InputError("time.schedule", "must be linear or log for particles")
+        if p["normalization"] != "1/N" and m["model"] != "usa":
+            raise InputError("particles.normalization", "applies to model.model = 'usa' only")
+        if cfg["time"]["t_end_units"] == "e_folds" and (p["mask"] != "none"
+                                                         or p["qkv"] != "identity"):
+            raise InputError("time.t_end_units", "'e_folds' needs particles.mask = 'none' and "
+                             "particles.qkv = 'identity' (gamma_max is known only then): use "
+                             "time.t_end_units = 'time'")
+
+    def problem(self, cfg: dict) -> ParticlesProblem:
+        return ParticlesProblem(cfg)
+
+    def resolution(self, cfg: dict) -> str:
+        p = cfg["particles"]
+        return f"N = {p['count']}, {p['integrator']}"
+
+    def cluster_count(self, snapshot: np.ndarray, coords: dict, params: dict) -> int:
+        system = params.get("system", 0)
+        return particle_cluster_count(snapshot[system], angles=snapshot.ndim == 2,
+                                      level=params["cluster_level"],
+                                      min_mass=params["cluster_min_mass"],
+                                      clustered_fraction=params["clustered_fraction"],
+                                      eps=params["cluster_eps"])
+
+    def effective_tokens(self, cfg: dict) -> float | None:
+        """The tokens themselves (i.i.d. uniform draws)."""
+        return float(cfg["particles"]["count"]) if cfg["initial"]["kind"] != "file" else None
+
+    def upgrade_diagnostics(self, d: dict[str, np.ndarray], version: int) -> dict:
+        """Format 1 stored the Fourier proxy (2/pi) max |c_k| as tv_distance."""
+        if version < 2 and "tv_distance" in d:
+            d = dict(d)
+            d["tv_fourier_proxy"] = d.pop("tv_distance")
+        return super().upgrade_diagnostics(d, version)
+
+    def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
+        from meanfield.figures import particle_figures
+
+        return particle_figures(run, analysis, out, stem, title)
+
+
+DOMAIN = Particles()
+__all__ = ["DOMAIN", "ParticlesProblem", "particle_cluster_count"]

@@ -1,0 +1,1 @@
+"""Files: HDF5 run files (``storage`` writes, ``reader`` reads) and atomic file creation."""

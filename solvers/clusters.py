@@ -1,0 +1,147 @@
+"""Clusters of a set of tokens on S^{d-1}: connected components of the "close" relation.
+
+Generic geometry of point sets (angles on the circle, or unit vectors), used by
+``ParticleSystem.clusters`` and by the workflow's analysis. Tokens may carry masses m_j > 0
+(rescaled to mean 1, so cluster masses are fractions of the total).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from meanfield.theory.checks import check_positive
+from meanfield.theory.errors import InputError
+
+TWO_PI = 2.0 * math.pi
+
+
+@dataclass
+class Clusters:
+    """Clusters of one system, sorted by decreasing mass.
+
+    ``count`` counts clusters of mass >= ``min_mass`` (``masses``/``centres`` list all of
+    them, ``labels`` gives each token's cluster index); masses are fractions of the total;
+    centres are angles in [0, 2 pi) (circular mean) or unit vectors (normalised mean).
+    """
+
+    count: int
+    masses: np.ndarray
+    centres: np.ndarray
+    labels: np.ndarray
+
+
+def detect_clusters(x: ArrayLike, *, method: str = "inner", eps: float = 1e-3,
+                    gap: float | None = None, masses: ArrayLike | None = None,
+                    min_mass: float = 0.0, representation: str = "vectors",
+                    block: int = 1024) -> list[Clusters]:
+    """Clusters as connected components, one :class:`Clusters` per system.
+
+    * ``method="inner"`` (seeds 001/002): tokens i, j are linked when <x_i, x_j> > 1 - eps;
+      clusters are the connected components (breadth-first search against the unassigned
+      tokens in blocks of ``block`` rows: memory O(block N), work O(N^2)). On angles this is
+      exactly the gap rule with the link cos(gap) > 1 - eps.
+    * ``method="gap"`` (angles only): sort the angles and split the circle at every gap
+      larger than ``gap`` (default arccos(1 - eps)); O(N log N).
+
+    ``x``: angles (N,) or (batch, N) with ``representation="angles"``, else unit vectors
+    (N, d) or (batch, N, d).
+    """
+    # imported here: solvers.particles imports this module (ParticleSystem.clusters)
+    from solvers.particles.sampling import (
+        batch_angles,
+        batch_vectors,
+        check_choice,
+        normalised_masses,
+    )
+
+    meth = check_choice(method, ("inner", "gap"), "method")
+    rep = check_choice(representation, ("angles", "vectors"), "representation")
+    e = check_positive(eps, "eps")
+    if e > 2:
+        raise InputError("eps", "must be in (0, 2]", eps)
+    mm = check_positive(min_mass, "min_mass", inclusive=True)
+    if meth == "gap" and rep != "angles":
+        raise InputError("method", "'gap' needs angles (representation='angles')", method)
+    bs = check_positive(block, "block", integer=True, minimum=1, inclusive=True)
+    if rep == "angles":
+        th = batch_angles(x)
+        w = np.broadcast_to(normalised_masses(masses, *th.shape), th.shape)
+        if meth == "gap":
+            g = math.acos(1.0 - e) if gap is None else check_positive(gap, "gap")
+            def split(d: np.ndarray) -> np.ndarray:
+                return d > g
+        else:
+            def split(d: np.ndarray) -> np.ndarray:
+                return ~(np.cos(d) > 1.0 - e)
+        return [_circle_components(th[b], w[b], split, mm) for b in range(th.shape[0])]
+    v = batch_vectors(x)
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    w = np.broadcast_to(normalised_masses(masses, v.shape[0], v.shape[1]), v.shape[:2])
+    return [_vector_components(v[b], w[b], 1.0 - e, mm, bs) for b in range(v.shape[0])]
+
+
+def _finish_clusters(labels: np.ndarray, w: np.ndarray, centres_of, min_mass: float) -> Clusters:
+    ncl = int(labels.max()) + 1
+    mass = np.bincount(labels, weights=w, minlength=ncl) / w.sum()
+    order = np.argsort(-mass, kind="stable")
+    rank = np.empty(ncl, int)
+    rank[order] = np.arange(ncl)
+    labels = rank[labels]
+    centres = centres_of(labels, ncl)
+    return Clusters(int(np.sum(mass >= min_mass)), mass[order], centres, labels)
+
+
+def _circle_components(th: np.ndarray, w: np.ndarray, split, min_mass: float) -> Clusters:
+    a = np.mod(th, TWO_PI)
+    order = np.argsort(a)
+    s = a[order]
+    gaps = np.diff(np.concatenate((s, [s[0] + TWO_PI])))  # gap after each sorted token
+    cut = split(gaps)
+    labels_sorted = np.zeros(s.size, int)
+    if cut.any():
+        # start a new cluster after every cut; the wrap-around run joins the last one
+        start = int(np.argmax(cut)) + 1
+        rolled = np.roll(cut, -start)
+        labels_sorted = np.roll(np.concatenate(([0], np.cumsum(rolled[:-1]))), start)
+    labels = np.empty_like(labels_sorted)
+    labels[order] = labels_sorted
+
+    def centres_of(lab, ncl):
+        zs = np.bincount(lab, weights=w * np.cos(th), minlength=ncl) \
+            + 1j * np.bincount(lab, weights=w * np.sin(th), minlength=ncl)
+        return np.mod(np.angle(zs), TWO_PI)
+
+    return _finish_clusters(labels, w, centres_of, min_mass)
+
+
+def _vector_components(x: np.ndarray, w: np.ndarray, thresh: float, min_mass: float,
+                       block: int) -> Clusters:
+    n = x.shape[0]
+    labels = np.full(n, -1)
+    remaining = np.arange(n)
+    lab = 0
+    while remaining.size:
+        labels[remaining[0]] = lab
+        frontier, remaining = remaining[:1], remaining[1:]
+        while frontier.size and remaining.size:
+            hit = np.zeros(remaining.size, bool)
+            for f0 in range(0, frontier.size, block):
+                g = x[frontier[f0:f0 + block]] @ x[remaining].T
+                hit |= np.any(g > thresh, axis=0)
+            frontier, remaining = remaining[hit], remaining[~hit]
+            labels[frontier] = lab
+        lab += 1
+
+    def centres_of(lab_, ncl):
+        c = np.zeros((ncl, x.shape[1]))
+        np.add.at(c, lab_, w[:, None] * x)
+        return c / np.linalg.norm(c, axis=-1, keepdims=True)
+
+    return _finish_clusters(labels, w, centres_of, min_mass)
+
+
+__all__ = ["Clusters", "detect_clusters"]

@@ -1,0 +1,158 @@
+"""The self-attention drift on the circle: a convolution, by FFT with Bessel multipliers.
+
+    USA:  v = d_theta (W * mu),                 W(t) = e^{beta t}/beta
+    SA:   v = beta^{-1} d_theta log Z,          Z = beta (W * mu)
+
+The convolution is a true circular convolution of the cell averages with the Funk-Hecke
+multipliers lambda_k = 2 pi I_k(beta)/beta (corrected for cell averaging), planned once per
+run. It is computed with the scaled kernel e^{beta(t-1)}/beta, so nothing overflows; raw-time
+USA multiplies the velocity by e^{beta} (finite up to beta ~ 700). A user kernel
+(``meanfield.theory.kernels.CallableKernel``) replaces the exponential one for USA.
+
+Velocities at faces are differences of the potential, v_{j+1/2} = (c_{j+1} - c_j)/dx (divided
+by Z at the face for SA), so the fv2 scheme's discrete energy (dx/2) p.Cp never decreases;
+centre velocities use the spectral derivative.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from meanfield.theory.checks import check_beta, check_model, check_time_unit
+from meanfield.theory.energy import energy_from_scaled
+from meanfield.theory.errors import InputError
+from meanfield.theory.kernels import ExponentialKernel, Kernel
+from solvers.circle_grid import TWO_PI, circle_multipliers
+
+#: raw-time USA velocities ~ e^beta overflow float64 beyond beta ~ 709
+RAW_BETA_LIMIT = 700.0
+
+
+class Convolution:
+    """USA or SA self-attention: v = grad (W * mu), or its softmax normalisation (circle, FFT)
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature (>= 0); ignored when ``kernel`` is given.
+    model : {"usa", "sa"}
+    time_unit : {"raw", "scaled"}
+        ``scaled`` (USA): time in units where the kernel is e^{beta(t-1)}/beta.
+    kernel : Kernel, optional
+        A user kernel (USA only) instead of the exponential one.
+    """
+
+    name = "convolution"
+    linear_rates: np.ndarray | None = None
+    PARAMETERS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "beta": (5.0, "inverse temperature of W(t) = e^{beta t}/beta"),
+        "model": ("usa", "usa (unnormalised) | sa (softmax)"),
+        "time_unit": ("raw", "raw | scaled (kernel e^{beta(t-1)}/beta, USA only)"),
+    }
+
+    def __init__(self, beta: float = 5.0, model: str = "usa", time_unit: str = "raw",
+                 kernel: Kernel | None = None) -> None:
+        self.model = check_model(model)
+        self.time_unit = check_time_unit(time_unit, model)
+        if kernel is None:
+            self.beta = check_beta(beta)
+            if model == "usa" and time_unit == "raw" and self.beta > RAW_BETA_LIMIT:
+                raise InputError("beta", "raw-time USA velocities ~ e^beta overflow float64 "
+                                 "beyond beta ~ 709: use time_unit='scaled'", self.beta)
+            # compute with the scaled kernel e^{beta(t-1)}/beta: no overflow for any beta;
+            # USA raw multiplies velocities by e^{beta} (finite up to beta ~ 700)
+            self.kernel: Kernel = ExponentialKernel(self.beta, "scaled")
+            self.rate = math.exp(self.beta) if (model == "usa" and time_unit == "raw") else 1.0
+        else:
+            if model != "usa":
+                raise InputError("model", "a user kernel supports 'usa' only", model)
+            if not isinstance(kernel, Kernel):
+                raise InputError("kernel", "must be a meanfield.Kernel", type(kernel).__name__)
+            self.kernel, self.beta, self.rate = kernel, float("nan"), 1.0
+        self.user_kernel = kernel
+        self.background = 1.0 / TWO_PI
+        self.linear_rates: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ contract
+    def bind(self, grid) -> None:
+        """Multipliers and FFT plans, once per run: c alone, v alone (USA), or c and v from
+        one forward transform (SA); the linear growth rates gamma_k of the grid."""
+        m = grid.cells
+        self.dx = grid.dx
+        self.cells = m
+        self._conv = circle_multipliers(self.kernel, m)              # c = W*mu at centres
+        self._grad = circle_multipliers(self.kernel, m, derivative=1)  # d/dtheta W*mu
+        self._conv_op = grid.convolution([self._conv])
+        self._grad_op = grid.convolution([self._grad])
+        self._both_op = grid.convolution([self._conv, self._grad])
+        k = np.arange(m // 2 + 1)
+        lam = circle_multipliers(self.kernel, m, cell_averages=False).real
+        rates = self.rate * (k**2 * lam / TWO_PI)     # gamma_k (USA, mass 1), d = 2
+        if self.model == "sa":
+            rates = rates / self._z_uniform(lam[0])
+        self.linear_rates = rates
+
+    def set_background(self, pbar: float) -> None:
+        self.background = float(pbar)
+
+    def _z_uniform(self, lam0: float) -> float:
+        return self.beta * lam0 / TWO_PI if self.beta > 0 else 1.0
+
+    def _partition(self, c: np.ndarray) -> np.ndarray:
+        return self.beta * c if self.beta > 0 else np.ones_like(c)
+
+    # The state is the deviation q = p - pbar from the uniform density of the same mass
+    # (pbar = ``background``). Fluxes are split as (pbar + q) v = pbar v + q v, so a
+    # perturbation of 1e-8 keeps full relative precision.
+    def potential(self, q: np.ndarray) -> np.ndarray:
+        """c - lambda_0 pbar, c = (W * mu)(theta_j), in the internal (scaled) kernel unit."""
+        return self._conv_op(q)[0]
+
+    def centre_velocity(self, q: np.ndarray) -> np.ndarray:
+        """v(theta_j) at cell centres (spectral derivative), in the run's time unit."""
+        if self.model == "usa":
+            v = self._grad_op(q)[0]
+            v *= self.rate
+            return v
+        c, g = self._both_op(q)
+        c += self._conv[0].real * self.background
+        return g / self._partition(c)
+
+    def face_velocity(self, q: np.ndarray) -> np.ndarray:
+        """v_{j+1/2} = (c_{j+1} - c_j)/dx (USA), divided by Z at the face (SA)."""
+        c = self.potential(q)
+        dc = np.empty_like(c)
+        np.subtract(c[1:], c[:-1], out=dc[:-1])
+        dc[-1] = c[0] - c[-1]
+        if self.model == "usa":
+            return dc * (self.rate / self.dx)
+        cf = np.empty_like(c)
+        np.add(c[1:], c[:-1], out=cf[:-1])
+        cf[-1] = c[0] + c[-1]
+        cf = 0.5 * cf + self._conv[0].real * self.background
+        return dc / (self.dx * self._partition(cf))
+
+    def energy(self, q: np.ndarray) -> tuple[float, float]:
+        """(E, Ebar) of the discrete energy (dx/2) p.Cp (C the convolution on cell averages).
+
+        Per Fourier mode it is sinc(k dx/2) = 1 - O((k dx)^2) times the continuous energy of
+        the band-limited density; it is the quantity fv2 keeps non-decreasing. With
+        p = pbar + q, sum q = 0 and C pbar = lambda_0 pbar.
+        """
+        pbar = self.background
+        e_scaled = 0.5 * self.dx * (self.cells * self._conv[0].real * pbar * pbar
+                                    + float(np.dot(q, self.potential(q))))
+        return energy_from_scaled(e_scaled, self.beta, self.model, self.time_unit)
+
+    def describe(self) -> dict[str, Any]:
+        if self.user_kernel is not None:
+            kern = self.user_kernel.describe()
+        else:
+            kern = ExponentialKernel(self.beta, self.time_unit).name
+        return {"drift": self.name, "kernel": kern, "model": self.model,
+                "time_unit": self.time_unit,
+                "velocity": "USA v = d_theta (W*mu); SA v = d_theta log Z / beta, "
+                            "Z = beta W*mu"}
