@@ -16,6 +16,7 @@ from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
 from meanfield import initial
 from solvers.circle import make_scheme
+from solvers.circle_grid import circle_multipliers
 from solvers.fft import RealFFT
 
 
@@ -32,11 +33,11 @@ def scheme_table() -> None:
             s = make_scheme(scheme, m, 5.0, fft_planner=PLANNER)
             q = s.split(clustered_state(m))
             fft = RealFFT(m, planner=PLANNER)
-            mult = s._conv
+            mult = circle_multipliers(s.drift.kernel, m)
             t_pair = best_time(lambda fft=fft, q=q, mult=mult: fft.convolve(q, mult))
             t_rhs = best_time(lambda s=s, q=q: s.rhs(q))
             nsteps = 20
-            from solvers.integrators import StepStats, advance
+            from solvers.stepping import StepStats, advance
 
             def steps(s=s, q=q, nsteps=nsteps):
                 advance(s, q, 0.0, 1.0, integrator=s.integrator, stats=StepStats(),

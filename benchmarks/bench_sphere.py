@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sys
 
-from solvers.integrators import StepStats, advance
 from timing import best_time  # benchmarks/timing.py (script folder on sys.path)
 
 from meanfield.initial import sphere as ins
 from solvers.sphere import Spectral
+from solvers.stepping import StepStats, advance
 
 
 def clustered_state(solver: Spectral):

@@ -20,7 +20,7 @@ from meanfield.analysis.metastability import (
 )
 from meanfield.theory.growth import exit_time as predicted_exit_time
 from meanfield.theory.growth import growth_rate, most_unstable_mode
-from solvers.clusters_density import (
+from solvers.clusters import (
     DensityCluster,
     density_cluster_count,
     density_clusters,

@@ -24,7 +24,7 @@ from meanfield.domains.base import (
 from meanfield.schema import Key, ge
 from meanfield.theory.errors import InputError
 from solvers.circle import make_scheme
-from solvers.clusters_density import density_cluster_count
+from solvers.clusters import density_cluster_count
 from solvers.drifts import DRIFTS
 
 TWO_PI = 2.0 * math.pi

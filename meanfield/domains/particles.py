@@ -19,7 +19,7 @@ from meanfield.theory.attention import QKV_ENSEMBLES
 from meanfield.theory.errors import InputError
 from meanfield.theory.geometry import sphere_area
 from meanfield.theory.kernels import ExponentialKernel
-from solvers.clusters_density import density_cluster_count
+from solvers.clusters import density_cluster_count
 from solvers.stepping import StepStats, integrators
 
 INITIAL_KINDS = ("uniform", "noise", "tokens", "file")
