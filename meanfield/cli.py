@@ -12,6 +12,8 @@ from meanfield._version import __version__
 from meanfield.theory.errors import InputError
 
 EXIT_USAGE = 2
+EXIT_FAILED_RUN = 1   # analyze: the run failed (its file says why)
+EXIT_UNFINISHED = 3   # analyze: the run is unfinished (running or interrupted)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,7 +116,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(_finite(res), allow_nan=False))
     else:
         print("\n".join(summary_lines(res)))
-    return 0
+    if args.any_status:
+        return 0
+    return {"complete": 0, "failed": EXIT_FAILED_RUN}.get(res["status"], EXIT_UNFINISHED)
+
+
+def _oserror_line(exc: OSError) -> str:
+    """One line for an I/O error: the file, if known, and the library's first line."""
+    text = " ".join(str(exc).split())
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}cannot read or write: {text[:300]}"
 
 
 def _finite(obj):
@@ -168,9 +179,15 @@ def _add_run(sub) -> None:
 
 
 def _add_analyze(sub) -> None:
-    p = sub.add_parser("analyze", help="metastability analysis of a run file")
+    p = sub.add_parser("analyze", help="metastability analysis of a run file",
+                       description="Analyse a run file (also a PATH.checkpoint of an "
+                       "unfinished run). Exit 0 for a complete run, 1 for a failed run, 3 for "
+                       "an unfinished one (status and message are printed either way), 2 for "
+                       "bad input; --any-status exits 0 whatever the run's status.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--any-status", action="store_true",
+                   help="exit 0 for failed and unfinished runs too")
     p.set_defaults(func=_cmd_analyze)
 
 
@@ -267,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"meanfield: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # unreadable input: a corrupt HDF5 chunk, a vanished file, ...
+        print(f"meanfield: error: {_oserror_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("meanfield: interrupted", file=sys.stderr)

@@ -97,6 +97,8 @@ CORE: dict[str, dict[str, Key]] = {
         "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=gt(0),
                      allowed="a number > 0"),
         "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array"),
+        "normalize_file": Key(False, bool, "file: divide the density by its mass instead of "
+                              "refusing a mass other than 1 (w.r.t. the domain's measure)"),
     },
     "time": {
         "t_end": Key(1.0, NUM, "final time (in model.time_unit)",

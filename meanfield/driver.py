@@ -8,8 +8,11 @@ appends diagnostics and snapshots, publishes checkpoints, and applies the stop r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +22,14 @@ import numpy as np
 
 from meanfield import config as config_mod
 from meanfield.domains import get as get_domain
-from meanfield.io import storage
+from meanfield.io import locks, storage
 from meanfield.schedule import targets
 from meanfield.theory.errors import InputError
 from solvers.stepping import SolverError, march
 
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: resumable, run again
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: resumable, run again (wall-clock budget, SIGTERM)
+EXIT_IO = 74           # EX_IOERR: a write failed (disk full); the last checkpoint is kept
+EXIT_SIGINT = 130      # Ctrl-C: a checkpoint was written, resumable
 
 
 @dataclass
@@ -132,10 +137,55 @@ STOP_RULES = [unresolved_rule, ebar_rule]
 
 
 def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = False,
-            quiet: bool = False) -> RunSummary:
-    """Run (or resume) one configuration to its HDF5 file. See io.storage for safety."""
-    action = plan(cfg, cfg_text, resume=resume, overwrite=overwrite)
+            quiet: bool = False, stop: StopRequest | None = None,
+            wait: float = 0.0) -> RunSummary:
+    """Run (or resume) one configuration to its HDF5 file. See io.storage for safety.
+
+    Holds a lock on ``PATH.lock`` while it runs (a second writer gets InputError). A failed
+    write raises :class:`~meanfield.io.storage.StorageError` after removing the live and
+    temporary files; the last checkpoint is kept and resumable. ``stop`` (a
+    :class:`StopRequest`) interrupts the run at the next step with a checkpoint; ``wait``
+    seconds are allowed for another process to release the run file.
+    """
     final = Path(cfg["output"]["path"])
+    check_writable(final)
+    with locks.hold(lock_path(final), str(final), "output.path", wait=wait):
+        return _execute(cfg, cfg_text, final, resume=resume, overwrite=overwrite, quiet=quiet,
+                        stop=stop)
+
+
+def lock_path(final: Path) -> Path:
+    return Path(f"{final}.lock")
+
+
+def check_writable(final: Path) -> None:
+    """InputError (nothing computed, nothing written) if the output folder is not writable."""
+    folder = final.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # creating it comes later
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise InputError("output.path", f"cannot write to the folder {folder} "
+                         f"({exc.strerror or exc})", str(final)) from None
+
+
+def estimated_bytes(problem, n_records: int | None, n_snapshots: int | None) -> int | None:
+    """Free space a run needs: twice its uncompressed size (the live file and a checkpoint)."""
+    if n_records is None or n_snapshots is None:
+        return None
+    snap = 8 * int(np.prod([problem.coords[d][0].shape[0] for d in problem.field_dims]))
+    diag = 8 * sum(int(np.prod([problem.coords[d][0].shape[0] for d in dims] or [1]))
+                   for dims, _dt, _a in problem.diag_specs.values())
+    return int(2 * (n_snapshots * (snap + 8) + n_records * (diag + 8)) + (1 << 20))
+
+
+def _execute(cfg, cfg_text, final, *, resume, overwrite, quiet, stop) -> RunSummary:
+    action = plan(cfg, cfg_text, resume=resume, overwrite=overwrite)
     if action == "skip":
         return RunSummary(str(final), "skipped")
     if action == "resume":
@@ -145,7 +195,7 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
         cfg_text = text
     # build the solver and the schedule first: bad parameters fail before a file is touched
     problem = get_domain(cfg["model"]["domain"]).problem(cfg)
-    t_end, next_target = targets(cfg, problem.gamma_max)
+    plan_ = targets(cfg, problem.gamma_max, problem.step_size)
     out = cfg["output"]
     if action == "fresh":
         state = problem.initial_state()
@@ -158,25 +208,72 @@ def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool =
             problem.field_dims, problem.field_attrs, problem.diag_specs,
             out["compression"], out["compression_level"], problem.static)
     else:
-        live = storage.restore_live_from_checkpoint(final)
+        live, arrays, scalars = storage.restore_live_from_checkpoint(final)
         writer = storage.RunWriter.reopen(live, out["compression"], out["compression_level"])
-        arrays, scalars = {k: writer.f["checkpoint"][k][()] for k in writer.f["checkpoint"]}, \
-            dict(writer.f["checkpoint"].attrs)
         state, stats = problem.load_state(arrays, scalars)
         t, index = float(scalars["t"]), int(scalars["index"])
         writer.set_status("running")
+    writer.estimated_bytes = estimated_bytes(problem, plan_.records, plan_.snapshots)
     try:
         return _loop(problem, writer, cfg, state, stats, t, index, final, quiet,
-                     resumed=action == "resume", t_end=t_end, next_target=next_target)
+                     resumed=action == "resume", t_end=plan_.t_end, next_target=plan_.next,
+                     stop=stop)
+    except storage.StorageError as exc:
+        writer.abandon(fatal=exc.fatal)
+        storage.partial_path(final).unlink(missing_ok=True)
+        Path(f"{storage.checkpoint_path(final)}.tmp").unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
 
 
+class StopRequest:
+    """A request to stop stepping: a wall-clock budget and/or a signal (SIGTERM, SIGINT).
+
+    Passed to the stepping loop as its ``deadline`` (a callable); ``signal`` names the
+    signal that asked, if any."""
+
+    def __init__(self, wall_seconds: float = 0.0) -> None:
+        self.deadline = time.monotonic() + wall_seconds if wall_seconds > 0 else None
+        self.signal: str | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None or (self.deadline is not None
+                                           and time.monotonic() > self.deadline)
+
+    def with_budget(self, wall_seconds: float) -> StopRequest:
+        if wall_seconds > 0:
+            self.deadline = time.monotonic() + wall_seconds
+        return self
+
+
+@contextlib.contextmanager
+def stop_on_signals(request: StopRequest):
+    """SIGTERM and SIGINT ask the run to stop at the next step (checkpoint, then exit); a
+    second SIGINT interrupts at once. No-op outside the main thread."""
+    def ask(signum, _frame):
+        if request.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        request.signal = signal.Signals(signum).name
+
+    saved = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            saved[sig] = signal.signal(sig, ask)
+    except ValueError:  # not the main thread (e.g. a Dask worker thread)
+        pass
+    try:
+        yield request
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t_end,
-          next_target) -> RunSummary:
-    stop, out = cfg["stop"], cfg["output"]
+          next_target, stop) -> RunSummary:
+    stop_cfg, out = cfg["stop"], cfg["output"]
     start = time.monotonic()
-    deadline = start + stop["wall_seconds"] if stop["wall_seconds"] > 0 else None
+    request = (stop or StopRequest()).with_budget(stop_cfg["wall_seconds"])
     last_ckpt = [start]
     bar = _progress(t_end, t, quiet)
     diag: dict[str, Any] = {}
@@ -221,13 +318,15 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t
 
     try:
         res = march(problem, state, t, stats, next_target, handler, index=index,
-                    deadline=deadline)
+                    deadline=request)
         if res.status == "interrupted":
             # resume exactly where stepping stopped (possibly inside an output interval):
             # the state and the step statistics belong together
             current.update(state=res.state, t=res.t, index=res.index)
             checkpoint("interrupted")
-            return _interrupted(writer, final, summary)
+            why = (f"stopped by {request.signal}" if request.signal
+                   else "wall-clock budget reached")
+            return _interrupted(writer, final, summary, why)
         writer.finish(final, "complete", res.message)
         if res.status == "stopped":
             return summary("complete", res.message)
@@ -240,12 +339,10 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t
             bar.close()
 
 
-def _interrupted(writer, final, summary) -> RunSummary:
-    live = Path(writer.f.filename)
+def _interrupted(writer, final, summary, why: str) -> RunSummary:
     writer.close()
-    live.unlink(missing_ok=True)
-    return summary("interrupted", f"wall-clock budget reached; resume with: meanfield run "
-                   f"--resume {final}")
+    writer.path.unlink(missing_ok=True)
+    return summary("interrupted", f"{why}; resume with: meanfield run --resume {final}")
 
 
 def _progress(total: float, t0: float, quiet: bool):
@@ -260,7 +357,9 @@ def _progress(total: float, t0: float, quiet: bool):
 
 def run_cli(config_path: str | None, sets: list[str], output: str | None, *, resume: str | None,
             overwrite: bool, quiet: bool) -> int:
-    """``meanfield run``: returns the exit code."""
+    """``meanfield run``: returns the exit code (0 complete, 1 failed, 2 bad input, 74 a
+    write failed (disk full: the last checkpoint is kept), 75 interrupted by the wall-clock
+    budget or SIGTERM, 130 interrupted by Ctrl-C; the last two are resumable)."""
     if resume is not None:
         final = Path(resume)
         ckpt = storage.checkpoint_path(final)
@@ -269,16 +368,35 @@ def run_cli(config_path: str | None, sets: list[str], output: str | None, *, res
             return 0
         if not ckpt.exists():
             raise InputError("--resume", "no checkpoint to resume at this path", str(final))
-        _, _, text = storage.read_checkpoint(ckpt)
+        try:
+            _, _, text = storage.read_checkpoint(ckpt)
+        except (OSError, KeyError):
+            raise InputError("--resume", "the checkpoint is unreadable; start again with "
+                             "--overwrite", str(ckpt)) from None
         cfg = config_mod.from_text(text)
         cfg["output"]["path"] = str(final)
-        summary = execute(cfg, text, resume=True, overwrite=False, quiet=quiet)
+        kwargs = {"resume": True, "overwrite": False}
     else:
         cfg, text = config_mod.resolve(config_path, sets, output)
-        summary = execute(cfg, text, overwrite=overwrite, quiet=quiet)
+        kwargs = {"overwrite": overwrite}
+    request = StopRequest()
+    try:
+        with stop_on_signals(request):
+            summary = execute(cfg, text, quiet=quiet, stop=request, **kwargs)
+    except storage.StorageError as exc:
+        ckpt = storage.checkpoint_path(cfg["output"]["path"])
+        keep = (f"the last checkpoint {ckpt} is intact: free space, then meanfield run "
+                f"--resume {cfg['output']['path']}") if ckpt.exists() else \
+            "no checkpoint was written yet"
+        print(f"meanfield: error: output.path: {exc.strerror}; {keep}", file=sys.stderr)
+        if exc.fatal:  # the HDF5 library saw the failure: exiting through it could crash
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(EXIT_IO)
+        return EXIT_IO
     print(summary.line())
     if summary.status == "failed":
         return 1
     if summary.status == "interrupted":
-        return EXIT_INTERRUPTED
+        return EXIT_SIGINT if request.signal == "SIGINT" else EXIT_INTERRUPTED
     return 0

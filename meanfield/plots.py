@@ -130,8 +130,12 @@ def plot_run(run, out_dir: str | Path, analysis: dict[str, Any] | None = None, *
 
 
 def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[str]:
-    """Sweep figure: first-plateau cluster count and exit time against beta."""
-    from meanfield.sweep import load_manifest
+    """Sweep figure: first-plateau cluster count and exit time against beta.
+
+    Runs are grouped into one series per combination of the swept keys other than beta and
+    the seed (e.g. model = usa / sa): values of different series are never averaged
+    together; each has its own markers, mean, theory curve and legend label."""
+    from meanfield.sweep import load_manifest, series_of
     from meanfield.theory.growth import kmax_asymptotic, most_unstable_mode
 
     plt = pyplot()
@@ -146,51 +150,61 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
     import tomllib
 
     base = tomllib.loads(data["base_config"])
-    dim = base.get("model", {}).get("dim", 2)
-    rows: dict[float, list[dict]] = {}
-    for r in runs.values():
-        rows.setdefault(float(r["params"]["model.beta"]), []).append(r.get("summary") or {})
-    betas = np.array(sorted(rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
-    bb = np.linspace(max(betas.min() - 0.25, 0), betas.max() + 0.25, 1500)
-    ax1.step(bb, most_unstable_mode(bb, dim), where="post", color="C3", lw=1.3,
-             label=r"predicted $k_{max}(\beta)$")
-    ax1.plot(bb, kmax_asymptotic(bb, dim), ":", color="C3", lw=1, label="large-beta asymptotic")
-    means, lo, hi = [], [], []
-    for b in betas:
-        vals = [s.get("first_plateau_clusters") for s in rows[b]]
-        vals = np.array([v for v in vals if v is not None], float)
-        rng = np.random.default_rng(int(b * 1000))
-        ax1.plot(np.full(vals.size, b) + rng.uniform(-0.08, 0.08, vals.size), vals, "o",
-                 color="C0", ms=3.5, alpha=0.5)
-        means.append(vals.mean() if vals.size else np.nan)
-        lo.append(vals.min() if vals.size else np.nan)
-        hi.append(vals.max() if vals.size else np.nan)
-    means = np.array(means)
-    ax1.errorbar(betas, means, yerr=[means - np.array(lo), np.array(hi) - means], fmt="s",
-                 color="C0", ms=5, capsize=2, label="observed: mean, range over runs")
+    groups = series_of(runs, keys)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    all_b = np.array(sorted({float(r["params"]["model.beta"]) for r in runs.values()}))
+    bb = np.linspace(max(all_b.min() - 0.25, 0), all_b.max() + 0.25, 1500)
+    dims = sorted({int(r["params"].get("model.dim", base.get("model", {}).get("dim", 2)))
+                   for r in runs.values()})
+    for j, dim in enumerate(dims):
+        tag = f", d = {dim}" if len(dims) > 1 else ""
+        ax1.step(bb, most_unstable_mode(bb, dim), where="post", color="C3", lw=1.3,
+                 ls=("-", "--", "-.", ":")[j % 4], label=rf"predicted $k_{{max}}(\beta)${tag}")
+        ax1.plot(bb, kmax_asymptotic(bb, dim), ":", color="0.5", lw=0.8)
+    width = 0.08
+    for g, (label, members) in enumerate(groups.items()):
+        color = f"C{g % 10}" if len(groups) > 1 else "C0"
+        rows: dict[float, list[dict]] = {}
+        for r in members:
+            rows.setdefault(float(r["params"]["model.beta"]), []).append(r.get("summary") or {})
+        betas = np.array(sorted(rows))
+        shift = (g - (len(groups) - 1) / 2) * 0.05
+        means, lo, hi = [], [], []
+        for b in betas:
+            vals = np.array([s["first_plateau_clusters"] for s in rows[b]
+                             if s.get("first_plateau_clusters") is not None], float)
+            rng = np.random.default_rng(int(b * 1000) + g)
+            ax1.plot(b + shift + rng.uniform(-width, width, vals.size), vals, "o", color=color,
+                     ms=3.5, alpha=0.45)
+            means.append(vals.mean() if vals.size else np.nan)
+            lo.append(vals.min() if vals.size else np.nan)
+            hi.append(vals.max() if vals.size else np.nan)
+        means = np.array(means)
+        name = label or "observed"
+        ax1.errorbar(betas + shift, means, yerr=[means - np.array(lo), np.array(hi) - means],
+                     fmt="s", color=color, ms=5, capsize=2, label=f"{name}: mean, range")
+        obs = [np.nanmean([s["exit_time"] if s.get("exit_time") is not None else np.nan
+                           for s in rows[b]]) for b in betas]
+        theory = [np.nanmean([s["exit_time_predicted"] if s.get("exit_time_predicted")
+                              is not None else np.nan for s in rows[b]]) for b in betas]
+        for b in betas:
+            v = [s["exit_time"] for s in rows[b] if s.get("exit_time") is not None]
+            ax2.plot([b + shift] * len(v), v, "o", color=color, ms=3, alpha=0.45)
+        ax2.plot(betas + shift, obs, "s", color=color, ms=5, label=f"{name} (mean)")
+        if np.isfinite(theory).any():
+            ax2.plot(betas, theory, "-", color=color, lw=1.2,
+                     label=f"{label + ': ' if label else ''}linear theory")
     ax1.set_xlabel(r"$\beta$")
     ax1.set_ylabel("clusters in the first metastable plateau")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3)
-    ax1.set_title(rf"mode selection on $S^{{{dim - 1}}}$ ({len(runs)} runs)")
-    for key, style, label in (("exit_time", "o", "observed"),
-                              ("exit_time_predicted", "-", "linear theory")):
-        ys = [np.nanmean([s.get(key) if s.get(key) is not None else np.nan for s in rows[b]])
-              if rows[b] else np.nan for b in betas]
-        if key == "exit_time":
-            for b in betas:
-                v = [s.get(key) for s in rows[b] if s.get(key) is not None]
-                ax2.plot([b] * len(v), v, "o", color="C0", ms=3, alpha=0.5)
-            ax2.plot(betas, ys, "s", color="C0", ms=5, label=f"{label} (mean)")
-        elif np.isfinite(ys).any():
-            ax2.plot(betas, ys, style, color="C3", label=label)
+    ax1.set_title(f"mode selection ({len(runs)} runs, {len(groups)} series)")
     ax2.set_yscale("log")
     ax2.set_xlabel(r"$\beta$")
     unit = base.get("model", {}).get("time_unit", "raw")
     ax2.set_ylabel(f"exit time from uniform ({unit} time)")
     ax2.set_title("exit time (TV distance > threshold)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7)
     ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
     target = Path(fig_dir) if fig_dir else out

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from meanfield.theory.errors import InputError
-from solvers.stepping import Target
+from solvers.stepping import Target, step_targets
 
 
 def time_scale(cfg: dict, gamma_max: float | None) -> float:
@@ -55,20 +56,35 @@ def output_schedule(cfg: dict, gamma_max: float | None = 1.0
     return np.asarray(times), np.asarray(mask)
 
 
-def targets(cfg: dict, gamma_max: float | None) -> tuple[float, Callable]:
-    """(t_end in model time, ``targets(index, t)`` for ``solvers.stepping.march``)."""
+@dataclass(frozen=True)
+class Plan:
+    """The run's outputs: t_end (model time), ``next(index, t)`` for
+    ``solvers.stepping.march``, and how many records and snapshots a time schedule plans
+    (None for step schedules, which end when t_end is reached)."""
+
+    t_end: float
+    next: Callable[[int, float], Target | None]
+    records: int | None
+    snapshots: int | None
+
+
+def targets(cfg: dict, gamma_max: float | None, step_size: float | None = None) -> Plan:
+    """The :class:`Plan` of ``[time]`` for a run with linear rate ``gamma_max``.
+
+    With a fixed ``step_size`` the records are taken at the steps nearest to the scheduled
+    times and only t_end may need a shorter last step (``solvers.stepping.step_targets``):
+    the step is the one configured, however often the run records.
+    """
     tcfg = cfg["time"]
     t_end = tcfg["t_end"] * time_scale(cfg, gamma_max)
     schedule = output_schedule(cfg, gamma_max)
     if schedule is not None:
-        times, mask = schedule
+        planned = step_targets(*schedule, step_size)
 
         def by_time(index: int, _t: float) -> Target | None:
-            if index >= len(times):
-                return None
-            return Target(float(times[index]), None, bool(mask[index]))
+            return planned[index] if index < len(planned) else None
 
-        return t_end, by_time
+        return Plan(t_end, by_time, len(planned), sum(p.snapshot for p in planned))
     every = tcfg["every_steps"]
     sub = max(1, every // tcfg["diagnostics_per_output"])
     per_snapshot = every // sub
@@ -80,4 +96,4 @@ def targets(cfg: dict, gamma_max: float | None) -> tuple[float, Callable]:
         return Target(t_end if index else t, index * sub if index else None,
                       index % per_snapshot == 0)
 
-    return t_end, by_steps
+    return Plan(t_end, by_steps, None, None)

@@ -33,11 +33,13 @@ from typing import Any
 import numpy as np
 
 from meanfield import config as config_mod
+from meanfield.io import locks
 from meanfield.io.atomic import write_text_atomic
 from meanfield.ranges import parse_range
 from meanfield.theory.errors import InputError
 
 MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_H5 = "summary.h5"
 SUMMARY_FIELDS = ("k_max_predicted", "first_plateau_clusters", "final_clusters",
@@ -82,8 +84,11 @@ def parse_param(text: str) -> Param:
 
 
 def _fmt(v: Any) -> str:
+    """A value in a run name: 10 significant digits when they identify the float exactly,
+    else the shortest text that does (so 2.00000000001 and 2.00000000002 differ)."""
     if isinstance(v, float):
-        return format(v, ".10g")
+        short = format(v, ".10g")
+        return short if float(short) == v else repr(v)
     return str(v).replace("/", "_").replace(" ", "_")
 
 
@@ -127,8 +132,35 @@ def build_specs(base: dict, params: Sequence[Param], out_dir: Path,
 
 # ---------------------------------------------------------------------------- one run
 def run_one(spec: RunSpec) -> dict[str, Any]:
-    """Run (or skip/resume) one spec in this process; never raises. Small result dict."""
+    """Run (or skip/resume) one spec in this process; never raises. Small result dict.
+
+    SIGTERM (e.g. the parent sweep died: workers get it, see ``_worker_init``) stops the
+    run at the next step with a checkpoint, so a re-run resumes it."""
     os.environ.setdefault("MEANFIELD_FFT_THREADS", "1")
+    from meanfield.driver import StopRequest, stop_on_signals
+
+    request = StopRequest()
+    with stop_on_signals(request):
+        result = _run_one(spec, request)
+    if request.signal is not None:
+        if multiprocessing.parent_process() is not None:
+            # a pool worker asked to stop (its sweep died, or the pool is shutting down):
+            # the run has checkpointed; take no further task
+            os._exit(0)
+        raise SweepStopped(request.signal, result)
+    return result
+
+
+class SweepStopped(Exception):
+    """The sweep process was asked to stop (SIGTERM, SIGINT): the running run has
+    checkpointed; the manifest is written and the sweep exits (resumable)."""
+
+    def __init__(self, signal_name: str, result: dict) -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.result = signal_name, result
+
+
+def _run_one(spec: RunSpec, request) -> dict[str, Any]:
     start = time.monotonic()
     out: dict[str, Any] = {"name": spec.name, "params": spec.params, "path": spec.path,
                            "pid": os.getpid()}
@@ -141,7 +173,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
         cfg = config_mod.from_text(spec.config_text)
         overwrite = spec.overwrite or file_status(spec.path) == "failed"  # retry failures
-        summary = execute(cfg, spec.config_text, overwrite=overwrite, quiet=True)
+        summary = execute(cfg, spec.config_text, overwrite=overwrite, quiet=True,
+                          stop=request, wait=RUN_LOCK_WAIT)
         out.update({"status": summary.status, "message": summary.message,
                     "resumed": summary.resumed})
         if summary.status in ("complete", "skipped"):
@@ -166,10 +199,43 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     return out
 
 
+#: seconds a sweep's run waits for a run file that another process still holds
+RUN_LOCK_WAIT = 60.0
+
+
 def _worker_init() -> None:
+    """One thread per worker; and the worker dies with its parent (Linux: the kernel sends
+    SIGTERM when the sweep process exits, however it exits, and the run then checkpoints)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "MEANFIELD_FFT_THREADS"):
         os.environ[var] = "1"
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM) on Linux; elsewhere a watchdog thread that sends
+    SIGTERM to this process once its parent has gone."""
+    import signal
+
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 # ---------------------------------------------------------------------------- executors
@@ -317,7 +383,11 @@ def write_summary(out_dir: Path, params: list[Param], runs: dict[str, dict]) -> 
     keys = [p.key for p in params]
     header = ["name", *keys, "status", *SUMMARY_FIELDS, "message"]
     lines = [",".join(header)]
-    for name in sorted(runs):
+    def order(name: str) -> tuple:
+        return tuple((isinstance(v, str), v) for v in
+                     (runs[name]["params"].get(k) for k in keys))
+
+    for name in sorted(runs, key=order):
         r = runs[name]
         s = r.get("summary") or {}
         row = [name, *(_fmt(r["params"].get(k)) for k in keys), r["status"],
@@ -353,26 +423,51 @@ def write_summary(out_dir: Path, params: list[Param], runs: dict[str, dict]) -> 
         f.attrs["format"] = "meanfield-sweep-summary"
 
 
+#: swept keys that replicate a run (averaged over) rather than define a series
+REPLICATE_KEYS = ("initial.seed",)
+
+
+def series_of(runs: dict[str, dict] | Iterable[dict], keys: Sequence[str]
+              ) -> dict[str, list[dict]]:
+    """Runs grouped by the swept keys other than beta and the seed: label -> runs (label
+    "model=usa, dim=3"; "" when there is only beta and seeds)."""
+    other = [k for k in keys if k != "model.beta" and k not in REPLICATE_KEYS]
+    out: dict[str, list[dict]] = {}
+    values = runs.values() if isinstance(runs, dict) else runs
+    for r in sorted(values, key=lambda r: tuple((isinstance(r["params"].get(k), str),
+                                                 r["params"].get(k)) for k in other)):
+        label = ", ".join(f"{k.split('.', 1)[1]}={_fmt(r['params'][k])}" for k in other)
+        out.setdefault(label, []).append(r)
+    return out
+
+
 def observed_table(params: list[Param], runs: dict[str, dict]) -> list[str]:
-    """beta, predicted k_max, observed first-plateau clusters (per seed) lines."""
+    """beta, predicted k_max, observed first-plateau clusters (per seed) lines, one block
+    per series (the swept keys other than beta and the seed)."""
     bkey = "model.beta"
-    if bkey not in [p.key for p in params]:
+    keys = [p.key for p in params]
+    if bkey not in keys:
         return []
-    by_beta: dict[float, list] = {}
-    pred: dict[float, int] = {}
-    for r in runs.values():
-        b = r["params"][bkey]
-        s = r.get("summary") or {}
-        by_beta.setdefault(b, []).append(s.get("first_plateau_clusters"))
-        if s.get("k_max_predicted") is not None:
-            pred[b] = s["k_max_predicted"]
-    lines = [f"{'beta':>7} {'k_max':>5} {'observed clusters (first plateau)':>36} {'mean':>6}"]
-    for b in sorted(by_beta):
-        obs = by_beta[b]
-        vals = [o for o in obs if o is not None]
-        mean = f"{np.mean(vals):6.2f}" if vals else "   n/a"
-        shown = " ".join("-" if o is None else str(o) for o in obs)
-        lines.append(f"{b:7.3g} {pred.get(b, '?')!s:>5} {shown:>36} {mean}")
+    lines = []
+    for label, members in series_of(runs, keys).items():
+        by_beta: dict[float, list] = {}
+        pred: dict[float, int] = {}
+        for r in members:
+            b = r["params"][bkey]
+            s = r.get("summary") or {}
+            by_beta.setdefault(b, []).append(s.get("first_plateau_clusters"))
+            if s.get("k_max_predicted") is not None:
+                pred[b] = s["k_max_predicted"]
+        if label:
+            lines.append(f"[{label}]")
+        lines.append(f"{'beta':>7} {'k_max':>5} {'observed clusters (first plateau)':>36} "
+                     f"{'mean':>6}")
+        for b in sorted(by_beta):
+            obs = by_beta[b]
+            vals = [o for o in obs if o is not None]
+            mean = f"{np.mean(vals):6.2f}" if vals else "   n/a"
+            shown = " ".join("-" if o is None else str(o) for o in obs)
+            lines.append(f"{b:7.3g} {pred.get(b, '?')!s:>5} {shown:>36} {mean}")
     return lines
 
 
@@ -397,13 +492,36 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
     if out.exists() and not out.is_dir():
         raise InputError("-o", "must be a folder", out_dir)
     specs = build_specs(base, params, out, overwrite)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InputError("--param", "two combinations give the same run name; list distinct "
+                         "values", ", ".join(sorted({n for n in names if names.count(n) > 1})))
+    check_writable(out / MANIFEST)
     if scheduler is not None or dask_local is not None:
         executor: Executor = DaskExecutor(scheduler, dask_local)
     elif (jobs or os.cpu_count() or 1) == 1:
         executor = InProcess()
     else:
         executor = ProcessPool(jobs or os.cpu_count() or 1)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with locks.hold(out / LOCK, f"the sweep folder {out}", "-o"):
+            return _run_sweep(out, base_text, params, specs, executor, overwrite, quiet)
+    finally:
+        executor.close()
+
+
+def check_writable(target: Path) -> None:
+    from meanfield.driver import check_writable as check
+
+    try:
+        check(target)
+    except InputError as exc:
+        raise InputError("-o", exc.allowed, str(target.parent)) from None
+
+
+def _run_sweep(out: Path, base_text: str, params: list[Param], specs: list[RunSpec],
+               executor: Executor, overwrite: bool, quiet: bool
+               ) -> tuple[dict[str, dict], list[Param]]:
     sweep = Sweep(out, base_text, params, specs)
     previous = {}
     if (out / MANIFEST).exists() and not overwrite:
@@ -423,6 +541,10 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
         bar = tqdm(total=len(specs), unit="run", file=sys.stderr, dynamic_ncols=True)
 
     def done(res: dict) -> None:
+        before = previous.get(res["name"]) or {}
+        if res.get("skipped") and (before.get("summary") or {}).get("wall_seconds"):
+            # a complete run that is skipped keeps the wall time it took when it ran
+            res.setdefault("summary", {})["wall_seconds"] = before["summary"]["wall_seconds"]
         sweep.runs[res["name"]] = res
         if res["status"] == "complete":
             counts["skipped" if res.get("skipped") else "complete"] += 1
@@ -437,8 +559,11 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
 
     try:
         executor.map(specs, done)
+    except SweepStopped as exc:
+        done(exc.result)
+        write_summary(out, params, sweep.runs)
+        raise
     finally:
-        executor.close()
         if bar is not None:
             bar.close()
     write_summary(out, params, sweep.runs)
@@ -446,9 +571,17 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
 
 
 def sweep_cli(args) -> int:
-    runs, params = run_sweep(args.config, args.param or [], args.output, jobs=args.jobs,
-                             scheduler=args.scheduler, dask_local=args.dask_local,
-                             overwrite=args.overwrite, quiet=args.quiet, sets=args.set or [])
+    """``meanfield sweep``: exit 0 all complete, 1 some failed, 2 bad input, 75 stopped by
+    SIGTERM and 130 by Ctrl-C (the running run checkpointed: re-run the command to go on)."""
+    try:
+        runs, params = run_sweep(args.config, args.param or [], args.output, jobs=args.jobs,
+                                 scheduler=args.scheduler, dask_local=args.dask_local,
+                                 overwrite=args.overwrite, quiet=args.quiet,
+                                 sets=args.set or [])
+    except SweepStopped as exc:
+        print(f"sweep {args.output}: stopped by {exc.signal_name}; the running run "
+              "checkpointed: run the same command again to continue", file=sys.stderr)
+        return 130 if exc.signal_name == "SIGINT" else 75
     statuses = [r["status"] for r in runs.values()]
     n_failed = sum(s != "complete" for s in statuses)
     n_skipped = sum(bool(r.get("skipped")) for r in runs.values())

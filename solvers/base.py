@@ -65,6 +65,7 @@ class InMemory:
     def __init__(self, scheme, modes: int | None) -> None:
         self.scheme, self.modes = scheme, modes
         self.advance = scheme.advance
+        self.step_size = scheme.step_size
 
     def diagnostics(self, q, stats) -> dict:
         d = self.scheme.diagnostics(q, self.modes)

@@ -213,6 +213,10 @@ class CircleScheme(DensityScheme):
             raise InputError("p0", "must be finite and >= 0 everywhere")
         return p.copy()
 
+    def mass_of(self, p: np.ndarray) -> float:
+        """integral p d theta = dx sum_j p_j of a density of cell averages."""
+        return self.dx * float(np.sum(p))
+
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set the background pbar = mean(p) and return the deviation q = p - pbar."""
         self.set_background(float(np.mean(p)))
@@ -234,14 +238,17 @@ class CircleScheme(DensityScheme):
         ``max_steps``.
         """
         return advance(self, q, t, t_target, integrator=self.integrator,
-                       fixed_dt=self._fixed_dt(), stats=stats, deadline=deadline,
+                       fixed_dt=self.step_size, stats=stats, deadline=deadline,
                        max_steps=max_steps)
 
-    def _fixed_dt(self) -> float | None:
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step (None: adaptive)."""
         return self.fixed_dt
 
     def run(self, p0, t_end: float, times: Sequence[float] | None = None, *,
-            observer: Callable | None = None, modes: int | None = None) -> CircleResult:
+            observer: Callable | None = None, modes: int | None = None,
+            progress: bool = False) -> CircleResult:
         """Integrate from t = 0 to ``t_end``; store density and diagnostics at ``times``.
 
         ``times`` (default: 0 and t_end) are landed on exactly; ``observer(t, p, diag)`` is
@@ -250,9 +257,9 @@ class CircleScheme(DensityScheme):
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(InMemory(self, modes), q, out_times, snapshot=self.join,
+        r = run_outputs(InMemory(self, modes), q, out_times, progress=progress, snapshot=self.join,
                         observer=observer)
-        return CircleResult(self.theta.copy(), out_times, r["snapshots"], r["diagnostics"],
+        return CircleResult(self.theta.copy(), r["times"], r["snapshots"], r["diagnostics"],
                             r["stats"].steps, r["stats"].max_courant, self.name,
                             {"wall_seconds": r["wall_seconds"]})
 
@@ -369,7 +376,9 @@ class LaxFriedrichs(CircleScheme):
         self.lf_dt_per_dx = None if dt_per_dx in (None, 0) else check_positive(
             dt_per_dx, "dt_per_dx")
 
-    def _fixed_dt(self) -> float | None:
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step: dt_per_dx * dx (the paper's), else ``dt`` (None: adaptive)."""
         if self.lf_dt_per_dx is not None:
             return self.lf_dt_per_dx * self.dx
         return self.fixed_dt

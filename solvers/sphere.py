@@ -463,6 +463,10 @@ class Spectral(DensityScheme):
             raise InputError("p0", "must have positive mass")
         return np.array(p, dtype=float)
 
+    def mass_of(self, p: np.ndarray) -> float:
+        """integral p dsigma of grid values (Gauss quadrature)."""
+        return self.sht.quadrature(p)
+
     def split(self, p: np.ndarray) -> np.ndarray:
         """Project p on degrees <= lmax, set pbar = p_00/sqrt(4 pi), return q (q_00 = 0)."""
         c = self.sht.analyse(p)
@@ -572,6 +576,11 @@ class Spectral(DensityScheme):
             return math.inf
         return self.h / self.max_speed
 
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step (None: adaptive)."""
+        return self.fixed_dt
+
     def euler_update(self, q: np.ndarray, dt: float, k: np.ndarray) -> np.ndarray:
         return q + dt * k
 
@@ -664,7 +673,8 @@ class Spectral(DensityScheme):
         return q, t
 
     def run(self, p0, t_end: float, times: Sequence[float] | None = None, *,
-            observer: Callable | None = None, modes: int | None = None) -> SphereResult:
+            observer: Callable | None = None, modes: int | None = None,
+            progress: bool = False) -> SphereResult:
         """Integrate from t = 0 to ``t_end``; store density and diagnostics at ``times``.
 
         ``p0`` is a grid density (nlat, nphi) (see ``grid`` and ``meanfield.initial.sphere``);
@@ -676,9 +686,9 @@ class Spectral(DensityScheme):
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(InMemory(self, modes), q, out_times, observer=observer,
+        r = run_outputs(InMemory(self, modes), q, out_times, progress=progress, observer=observer,
                         collect=self.coefficients, snapshot=self.join)
-        return SphereResult(self.lat.copy(), self.lon.copy(), out_times, r["snapshots"],
+        return SphereResult(self.lat.copy(), self.lon.copy(), r["times"], r["snapshots"],
                             np.array(r["extra"]), self.sht.l.copy(), self.sht.m.copy(),
                             r["diagnostics"], r["stats"].steps, r["stats"].max_courant,
                             self.name,

@@ -88,6 +88,16 @@ class StepStats:
     rejected: int = 0
 
 
+def expired(deadline) -> bool:
+    """Whether to stop stepping: ``deadline`` is None (never), a time.monotonic() value, or a
+    callable returning True once the caller wants to stop (a wall-clock budget, a signal)."""
+    if deadline is None:
+        return False
+    if callable(deadline):
+        return bool(deadline())
+    return _time.monotonic() > deadline
+
+
 # ----------------------------------------------------------------------------- grid schemes
 def _compensated_add(p: np.ndarray, incr: np.ndarray, stats: StepStats) -> np.ndarray:
     """p + incr with Kahan compensation carried between steps.
@@ -129,12 +139,13 @@ def advance(scheme, p: np.ndarray, t: float, t_target: float, *, integrator: str
     (a CFL violation warns once per ``stats`` and is counted). Steps are shortened so that
     ``t_target`` is hit exactly, and split evenly instead of leaving a sliver. Raises
     :class:`SolverError` if the density turns negative or non-finite, naming t and the step.
-    ``deadline`` (time.monotonic) or ``max_steps`` stop early: the returned t is then < target.
+    ``deadline`` (see :func:`expired`) or ``max_steps`` stop early: the returned t is then
+    < target.
     """
     stats = stats if stats is not None else StepStats()
     floor = -1e-12 * scheme.reference_density
     while t < t_target:
-        if deadline is not None and _time.monotonic() > deadline:
+        if expired(deadline):
             break
         if max_steps is not None and stats.steps >= max_steps:
             break
@@ -280,7 +291,7 @@ def advance_ode(system, x: np.ndarray, t: float, t_target: float, stats: StepSta
     non-finite positions.
     """
     while t < t_target:
-        if deadline is not None and _time.monotonic() > deadline:
+        if expired(deadline):
             break
         if max_steps is not None and stats.steps >= max_steps:
             break
@@ -356,7 +367,7 @@ def march(system, state, t: float, stats: StepStats,
         target = targets(index, t)
         if target is None:
             return March(state, t, index, "complete")
-        if deadline is not None and index > 0 and _time.monotonic() > deadline:
+        if index > 0 and expired(deadline):
             return March(state, t, index, "interrupted")
         state, t = system.advance(state, t, target.time, stats, deadline, target.steps)
         reached = t >= target.time or (target.steps is not None
@@ -370,30 +381,73 @@ def march(system, state, t: float, stats: StepStats,
             return March(state, t, index, "stopped", message)
 
 
-def time_targets(out_times) -> Callable[[int, float], Target | None]:
-    """Targets for a list of output times (every one a snapshot)."""
-    times = [float(x) for x in out_times]
+def step_targets(times, snapshots=None, step_size: float | None = None) -> list[Target]:
+    """Targets for sorted output ``times`` (the last one is t_end).
+
+    Adaptive stepping lands on every time exactly. With a fixed ``step_size`` dt the step is
+    honoured: a record is taken at the step t = n dt nearest to each scheduled time (records
+    falling on the same step are merged, a snapshot wins), and only t_end is landed on by a
+    shorter last step, when it is not a multiple of dt. So the steps, and the solution, do not
+    depend on how often one records.
+    """
+    t = np.asarray(times, dtype=float)
+    snap = np.ones(t.size, bool) if snapshots is None else np.asarray(snapshots, bool)
+    if step_size is None:
+        return [Target(float(ti), None, bool(si)) for ti, si in zip(t, snap, strict=True)]
+    t_end = float(t[-1])
+    n = np.rint(t / step_size).astype(np.int64)
+    out: list[Target] = []
+    for ti, ni, si in zip(t[:-1], n[:-1], snap[:-1], strict=True):
+        if ni * step_size >= t_end * (1 - 1e-12) and t_end > 0:
+            continue  # at or beyond t_end: the final record takes it
+        if out and out[-1].steps == ni:
+            if si and not out[-1].snapshot:
+                out[-1] = Target(out[-1].time, int(ni), True)
+            continue
+        out.append(Target(t_end if ni > 0 else float(ti), int(ni), bool(si)))
+    out.append(Target(t_end, None, True))
+    return out
+
+
+def time_targets(out_times, step_size: float | None = None
+                 ) -> Callable[[int, float], Target | None]:
+    """``march`` targets for a list of output times (every one a snapshot); see
+    :func:`step_targets` for a fixed step."""
+    targets = step_targets(out_times, None, step_size)
 
     def next_target(index: int, _t: float) -> Target | None:
-        return Target(times[index]) if index < len(times) else None
+        return targets[index] if index < len(targets) else None
 
     return next_target
 
 
 def run_outputs(system, state, out_times: np.ndarray, *, observer=None, collect=None,
-                snapshot=None) -> dict:
+                snapshot=None, progress: bool = False) -> dict:
     """In-memory run through ``out_times`` with :func:`march` (used by every ``run``).
 
+    With a fixed step (``system.step_size``) records are taken at the steps nearest to the
+    output times (:func:`step_targets`); ``times`` in the result are the times reached.
     Returns the snapshots (``snapshot(state)``, default a copy), stacked diagnostics, the
     extra per-output values of ``collect(state)``, the step statistics and the wall time;
-    ``observer(t, snapshot, diag)`` is called at each output.
+    ``observer(t, snapshot, diag)`` is called at each output; ``progress`` shows a tqdm bar
+    over model time on stderr (for long runs in scripts and notebooks).
     """
     stats = StepStats()
-    snaps, diags, extra = [], [], []
+    snaps, diags, extra, reached = [], [], [], []
     start = _time.perf_counter()
     take = snapshot if snapshot is not None else (lambda s: np.array(s, copy=True))
 
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=float(out_times[-1]), unit="t", leave=True,
+                   bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+
     def handler(_i, t, s, diag, _target):
+        reached.append(t)
+        if bar is not None:
+            bar.update(t - bar.n)
         snap = take(s)
         snaps.append(snap)
         diags.append(diag)
@@ -402,7 +456,12 @@ def run_outputs(system, state, out_times: np.ndarray, *, observer=None, collect=
         if observer is not None:
             observer(t, snap, diag)
 
-    march(system, state, 0.0, stats, time_targets(out_times), handler)
-    return {"snapshots": np.array(snaps),
+    try:
+        march(system, state, 0.0, stats,
+              time_targets(out_times, getattr(system, "step_size", None)), handler)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {"snapshots": np.array(snaps), "times": np.array(reached),
             "diagnostics": {k: np.array([d[k] for d in diags]) for k in diags[0]},
             "extra": extra, "stats": stats, "wall_seconds": _time.perf_counter() - start}

@@ -288,6 +288,11 @@ class Zonal(DensityScheme):
             return math.inf
         return 0.5 * float(np.min(self.cell_weight[pos] / r[pos]))
 
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step (None: adaptive)."""
+        return self.fixed_dt
+
     def euler_update(self, q: np.ndarray, dt: float, k: np.ndarray) -> np.ndarray:
         return q + dt * k
 
@@ -343,6 +348,10 @@ class Zonal(DensityScheme):
             raise InputError("p0", "must have positive mass")
         return p.copy()
 
+    def mass_of(self, p: np.ndarray) -> float:
+        """integral p dsigma = sum_j W_j p_j of a density of weighted cell averages."""
+        return float(self.cell_weight @ p)
+
     def split(self, p: np.ndarray) -> np.ndarray:
         """Set pbar = mass/area and return q = p - pbar (sum_j W_j q_j = 0 to round-off)."""
         self.set_background(float(self.cell_weight @ p) / self.area)
@@ -361,7 +370,8 @@ class Zonal(DensityScheme):
                        max_steps=max_steps)
 
     def run(self, p0, t_end: float, times: Sequence[float] | None = None, *,
-            observer: Callable | None = None, modes: int | None = None) -> ZonalResult:
+            observer: Callable | None = None, modes: int | None = None,
+            progress: bool = False) -> ZonalResult:
         """Integrate from t = 0 to ``t_end``; store density and diagnostics at ``times``.
 
         ``p0``: cell averages (length M) w.r.t. the surface measure (see ``cell_average``,
@@ -371,9 +381,9 @@ class Zonal(DensityScheme):
         """
         q = self.split(self.check_density(p0))
         t_end, out_times = output_times(times, t_end)
-        r = run_outputs(InMemory(self, modes), q, out_times, snapshot=self.join,
+        r = run_outputs(InMemory(self, modes), q, out_times, progress=progress, snapshot=self.join,
                         observer=observer)
-        return ZonalResult(self.theta.copy(), self.edges.copy(), self.dim, out_times,
+        return ZonalResult(self.theta.copy(), self.edges.copy(), self.dim, r["times"],
                            r["snapshots"], r["diagnostics"], r["stats"].steps,
                            r["stats"].max_courant, self.name,
                            {"wall_seconds": r["wall_seconds"], "degree": self.degree})

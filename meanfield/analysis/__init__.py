@@ -43,7 +43,8 @@ def _source(src, params: dict) -> dict[str, Any]:
         out = {"beta": cfg["model"]["beta"], "dim": cfg["model"]["dim"],
                "model": cfg["model"]["model"], "time_unit": cfg["model"]["time_unit"],
                "times": src.times, "diag_times": src.diag_times, "diag": src.diagnostics,
-               "path": str(src.path), "domain": dom, "run": src,
+               "path": str(src.path), "domain": dom, "run": src, "status": src.status,
+               "message": str(src.attrs.get("message", "")),
                "effective_tokens": dom.effective_tokens(cfg), **cfg["analysis"]}
         # format 1 files hold only runs of the self-attention convolution: theory applies
         out["theory"] = (src.format_version < 2
@@ -150,7 +151,8 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
     mind = _series(d, "min_density", system)
     ebar = _series(d, "ebar", system)
     return {
-        "path": s.get("path"), "domain": s["domain"].name,
+        "path": s.get("path"), "status": s.get("status", "complete"),
+        "message": s.get("message", ""), "domain": s["domain"].name,
         "beta": float(s["beta"]), "dim": int(s["dim"]), "model": s["model"],
         "time_unit": s["time_unit"],
         "k_max_predicted": k_pred,
@@ -175,7 +177,11 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
 def summary_lines(res: dict[str, Any]) -> list[str]:
     fit = res.get("growth_rate_fit")
     kp = res["k_max_predicted"]
-    lines = [
+    status = res.get("status", "complete")
+    lines = [f"status: {status}" + (f" -- {res['message']}" if res.get("message") else "")]
+    if status in ("running", "interrupted"):
+        lines[0] += " (unfinished: the analysis covers the part computed so far)"
+    lines += [
         f"beta = {res['beta']:g}, d = {res['dim']}, model {res['model']}: predicted k_max = "
         f"{kp if kp is not None else 'n/a (no linear theory for this velocity)'}",
         f"dominant mode at exit = {res['dominant_mode_at_exit']}, exit time = "

@@ -143,6 +143,10 @@ def predicted_kmax(cfg: dict) -> int:
     return int(most_unstable_mode(cfg["model"]["beta"], cfg["model"]["dim"]))
 
 
+#: how far from 1 the mass of a density read from a file may be
+MASS_TOLERANCE = 1e-6
+
+
 class GridProblem:
     """Run adapter for a density scheme (circle, zonal, sphere).
 
@@ -153,6 +157,7 @@ class GridProblem:
 
     field = "density"
     static: dict = {}  # noqa: RUF012 - read-only: grid domains store no static datasets
+    measure = "the surface measure"
 
     def __init__(self, cfg: dict, scheme) -> None:
         self.cfg = cfg
@@ -166,6 +171,11 @@ class GridProblem:
     def gamma_max(self) -> float | None:
         """Largest linear growth rate (run's time unit; None without a linear theory)."""
         return self.scheme.gamma_max
+
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step (None: adaptive)."""
+        return self.scheme.step_size
 
     def attrs(self) -> dict[str, Any]:
         s = self.scheme
@@ -182,7 +192,29 @@ class GridProblem:
         raise NotImplementedError
 
     def initial_state(self) -> np.ndarray:
-        return self.scheme.split(self.scheme.check_density(self.initial_density()))
+        """The scheme's state for the initial density; a density read from a file must be a
+        probability density w.r.t. the domain's measure (docs/conventions.md §1) unless
+        ``initial.normalize_file`` asks to divide it by its mass."""
+        p = self.initial_density()
+        i = self.cfg["initial"]
+        if i["kind"] != "file":
+            return self.scheme.split(self.scheme.check_density(p))
+        try:
+            p = self.scheme.check_density(p)
+        except InputError as exc:
+            raise InputError("initial.path", f"{exc.allowed} (the density in the file)",
+                             i["path"]) from None
+        mass = self.scheme.mass_of(p)
+        if not mass > 0:
+            raise InputError("initial.path", "holds a density of mass 0", i["path"])
+        if i["normalize_file"]:
+            p = p / mass
+        elif abs(mass - 1.0) > MASS_TOLERANCE:
+            raise InputError("initial.path", f"holds a density of mass {mass:.10g} w.r.t. "
+                             f"{self.measure} (docs/conventions.md §1), not 1; set "
+                             "initial.normalize_file = true to divide it by its mass",
+                             i["path"])
+        return self.scheme.split(p)
 
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
         return self.scheme.advance(state, t, target, stats, deadline, max_steps)

@@ -58,6 +58,7 @@ def initial_density(cfg: dict, cells: int) -> np.ndarray:
 class CircleProblem(GridProblem):
     """Run adapter: ``solvers.circle`` schemes with the configured drift."""
 
+    measure = "d theta on [0, 2 pi)"
     field_dims = ("theta",)
 
     def __init__(self, cfg: dict) -> None:

@@ -111,6 +111,11 @@ class ParticlesProblem:
         """Largest linear growth rate (identity Q, K, V and no mask; None otherwise)."""
         return self.system.gamma_max
 
+    @property
+    def step_size(self) -> float | None:
+        """The fixed time step (None: adaptive)."""
+        return self.system.step_size
+
     def attrs(self) -> dict[str, Any]:
         m = self.cfg["model"]
         s = self.system

@@ -23,6 +23,7 @@ INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
 
 
 class SphereProblem(GridProblem):
+    measure = "the surface measure of S^2 (Gauss grid)"
     field_dims = ("lat", "lon")
 
     def __init__(self, cfg: dict) -> None:
@@ -117,7 +118,7 @@ class SphereDomain(Domain):
     summary = "the sphere S^2: shtns pseudo-spectral scheme (scheme spectral, lmax)"
     schemes = ("spectral",)
     defaults = {"model": {"dim": 3}, "discretization": {"scheme": "spectral"},  # noqa: RUF012
-                "initial": {"kind": "tokens"}}
+                "initial": {"kind": "tokens", "cutoff": 16, "tokens": 1e6}}
     keys = {  # noqa: RUF012 - read-only class data
         "discretization": {
             "lmax": Key(63, int, "spherical-harmonic truncation (sphere)", check=ge(4),

@@ -27,6 +27,7 @@ INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
 
 
 class ZonalProblem(GridProblem):
+    measure = "the surface measure of S^{d-1} (zonal cells)"
     field_dims = ("theta",)
 
     def __init__(self, cfg: dict) -> None:

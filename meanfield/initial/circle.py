@@ -29,10 +29,10 @@ def _mode_average(cells: int, k: np.ndarray) -> np.ndarray:
     return np.sinc(np.asarray(k, float) / cells)
 
 
-def _nonnegative(p: np.ndarray, what: str) -> np.ndarray:
+def _nonnegative(p: np.ndarray, what: str, key: str = "initial.amplitude",
+                 fix: str = "lower the amplitude") -> np.ndarray:
     if p.min() < 0:
-        raise InputError("initial.amplitude", f"{what} makes the density negative "
-                         f"(min {p.min():.3g}); lower the amplitude")
+        raise InputError(key, f"{what} makes the density negative (min {p.min():.3g}); {fix}")
     return p
 
 
@@ -81,7 +81,8 @@ def token_noise(cells: int, tokens: float, seed: int | None = 0, *,
         raise InputError("cutoff", f"must be <= (cells - 2)/2 = {(theta.size - 2) // 2}", kc)
     rng = np.random.default_rng(seed)
     c = (rng.standard_normal(kc) + 1j * rng.standard_normal(kc)) * math.sqrt(0.5 / n)
-    return _from_coefficients(theta, np.arange(1, kc + 1), c, f"N = {n:g} token noise")
+    return _from_coefficients(theta, np.arange(1, kc + 1), c, f"N = {n:g} token noise up to "
+                              f"mode {kc}")
 
 
 def _from_coefficients(theta: np.ndarray, k: np.ndarray, c: np.ndarray, what: str) -> np.ndarray:
@@ -92,7 +93,8 @@ def _from_coefficients(theta: np.ndarray, k: np.ndarray, c: np.ndarray, what: st
     spec[0] = m / TWO_PI
     spec[k] = (m / TWO_PI) * c * _mode_average(m, k) * np.exp(1j * k * math.pi / m)
     p = np.fft.irfft(spec, m)
-    return _nonnegative(p, what)
+    return _nonnegative(p, what, "initial.tokens", "raise initial.tokens or lower "
+                        "initial.cutoff")
 
 
 def mode(cells: int, k: int, amplitude: float, phase: float = 0.0) -> np.ndarray:

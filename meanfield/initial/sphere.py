@@ -92,10 +92,10 @@ def _ring_areas(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges, widths[inv]
 
 
-def _nonnegative(p: np.ndarray, what: str) -> np.ndarray:
+def _nonnegative(p: np.ndarray, what: str, key: str = "initial.amplitude",
+                 fix: str = "lower the amplitude") -> np.ndarray:
     if p.min() < 0:
-        raise InputError("initial.amplitude", f"{what} makes the density negative "
-                         f"(min {p.min():.3g}); lower the amplitude")
+        raise InputError(key, f"{what} makes the density negative (min {p.min():.3g}); {fix}")
     return p
 
 
@@ -197,7 +197,9 @@ def token_noise(x, phi, tokens: float, seed: int | None = 0, *, cutoff: int = 16
     a = real_harmonic_coefficients(kc)
     for l in range(1, kc + 1):
         a[l, kc - l: kc + l + 1] = rng.standard_normal(2 * l + 1) / math.sqrt(FOUR_PI * n)
-    return _nonnegative(from_real_coefficients(x, phi, a), f"N = {n:g} token noise")
+    return _nonnegative(from_real_coefficients(x, phi, a), f"N = {n:g} token noise up to "
+                        f"degree {kc}", "initial.tokens",
+                        "raise initial.tokens or lower initial.cutoff")
 
 
 # --------------------------------------------------------------------------- bumps, particles

@@ -8,18 +8,27 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from meanfield.theory.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
     On any exception the temporary file is removed and ``path`` is left untouched, so a
-    reader never sees a half-written file.
+    reader never sees a half-written file. The file gets the permissions of the user's
+    umask (as ``open`` would), not mkstemp's private 0600. A folder that cannot be written
+    gives InputError naming it.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix,
-                               dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix,
+                                   dir=target.parent)
+    except OSError as exc:
+        raise InputError("output", f"cannot write to the folder {target.parent} "
+                         f"({exc.strerror or exc})", str(target)) from None
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: use the user's umask like open()
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +39,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -19,17 +19,24 @@ Layout (plain h5py paths; xarray ``engine="h5netcdf"`` sees the same as labelled
     /spectrum              (diag_time, mode) ||P_k mu||_L2, /dominant_mode (diag_time)
     /checkpoint            (live files only) the exact solver state to resume from
 
-Crash safety: the run writes ``PATH.partial``; a checkpoint flushes it and copies it
-atomically (temporary file, fsync, rename) to ``PATH.checkpoint``; only a finished (or
-failed) run is renamed to ``PATH``. A SIGKILL at any moment therefore leaves either nothing,
-or a consistent checkpoint to resume from, never a file that looks complete.
+Crash safety: the run writes ``PATH.partial`` (records buffered and written in blocks); a
+checkpoint flushes it, clones it (copy-on-write where the file system can, else a copy) to a
+temporary file, adds the exact solver state there, fsyncs and renames it to
+``PATH.checkpoint``; only a finished (or failed) run is renamed to ``PATH``. A SIGKILL at any
+moment therefore leaves either nothing, or a consistent checkpoint to resume from, never a
+file that looks complete. Free space: a run needs about twice its final size while running
+(the live file and its checkpoint) unless the file system clones copy-on-write. A failed
+write raises :class:`StorageError` (one line: the file, the reason, the space needed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,13 +69,134 @@ def _attr(value: Any) -> Any:
     return value
 
 
+class StorageError(OSError):
+    """Writing a run's output failed or would fail (disk full, file too large, I/O error).
+
+    ``path`` is the file being written, ``needed`` an estimate of the free bytes the run
+    needs, ``free`` the free bytes on that file system now (None if unknown). ``fatal`` is
+    True when the HDF5 library itself saw the failure: its file state is then undefined and
+    closing it can crash the process, so the caller must exit without closing
+    (``os._exit``) after cleaning up."""
+
+    def __init__(self, path: Path, cause: BaseException, needed: int | None = None, *,
+                 fatal: bool = False) -> None:
+        self.path, self.cause, self.needed, self.fatal = Path(path), cause, needed, fatal
+        self.free = free_bytes(self.path)
+        reason = getattr(cause, "strerror", None) or str(cause)
+        errno_ = getattr(cause, "errno", None)
+        msg = f"writing {self.path} failed ({reason}"
+        msg += f" [errno {errno_}])" if errno_ else ")"
+        if needed is not None:
+            msg += f"; the run needs about {_mb(needed)} free"
+        if self.free is not None:
+            msg += f" ({_mb(self.free)} free now)"
+        super().__init__(errno_ or 0, msg)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} kB"
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes for an unprivileged writer on the file system of ``path`` (or its folder)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return int(st.f_bavail * st.f_frsize)
+
+
+#: room kept free beyond the bytes about to be written (HDF5 metadata, file system)
+MARGIN_BYTES = 1 << 20
+
+
+def file_size_limit() -> int | None:
+    """The per-process file size limit (RLIMIT_FSIZE), None if unlimited."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def ensure_room(path: Path, nbytes: int, size_after: int, needed: int | None) -> None:
+    """Raise StorageError *before* writing ``nbytes`` to ``path`` (which will then be
+    ``size_after`` bytes long) if the file system or the file size limit cannot take them
+    with a margin. Checking first keeps the HDF5 library away from failed writes, after
+    which its files cannot be closed safely."""
+    want = int(1.05 * nbytes) + MARGIN_BYTES
+    free = free_bytes(path)
+    limit = file_size_limit()
+    if free is not None and free < want:
+        cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif limit is not None and size_after + MARGIN_BYTES > limit:
+        cause = OSError(errno.EFBIG, os.strerror(errno.EFBIG) + f" (file size limit "
+                        f"{_mb(limit)})")
+    else:
+        return
+    raise StorageError(path, cause, needed)
+
+
+def clone_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst``: a copy-on-write clone where the file system supports it
+    (btrfs, XFS with reflink: no data copied, no space used until either side changes),
+    otherwise an in-kernel copy."""
+    with open(src, "rb") as fs, open(dst, "wb") as fd:
+        try:
+            import fcntl
+
+            fcntl.ioctl(fd.fileno(), 0x40049409, fs.fileno())  # FICLONE
+            return
+        except (OSError, ImportError):
+            pass
+        shutil.copyfileobj(fs, fd, 1 << 22)
+
+
+#: records buffered in memory before they are written to the live file
+FLUSH_RECORDS = 256
+#: bytes of snapshots buffered in memory before they are written
+FLUSH_BYTES = 32 << 20
+
+
 class RunWriter:
-    """Create and append to a run file (the live ``.partial`` file)."""
+    """Create and append to a run file (the live ``.partial`` file).
+
+    Records are buffered in memory and written in blocks (``FLUSH_RECORDS`` diagnostic
+    records or ``FLUSH_BYTES`` of snapshots, and at every checkpoint), not one resize per
+    record. Any failed write raises :class:`StorageError` naming the file and the free space
+    the run needs; ``estimated_bytes`` (set by the driver) is that estimate.
+    """
 
     def __init__(self, file: h5py.File, compression: str = "gzip", level: int = 4) -> None:
         self.f = file
+        self.path = Path(file.filename)
         self.compression = None if compression == "none" else compression
         self.level = level if compression == "gzip" else None
+        self.estimated_bytes: int | None = None
+        self.reopened = False
+        self._snaps: list[tuple[float, np.ndarray]] = []
+        self._diags: list[tuple[float, Mapping[str, Any]]] = []
+        self._snap_bytes = 0
+
+    def _fail(self, exc: BaseException, path: Path | None = None) -> StorageError:
+        """A write failed inside HDF5: the error is fatal (see StorageError)."""
+        _silence_h5py_deallocs()
+        return StorageError(path or self.path, exc, self.estimated_bytes, fatal=True)
+
+    def _size(self) -> int:
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0
+
+    def _buffered_bytes(self) -> int:
+        diag = sum(sum(np.asarray(v).nbytes for v in d.values()) + 8 for _, d in self._diags)
+        return self._snap_bytes + 8 * len(self._snaps) + diag
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -81,18 +209,34 @@ class RunWriter:
                ) -> RunWriter:
         """``diag_specs``: name -> (extra dims, dtype, attrs) of each diagnostic series."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # default (earliest) format: no "open for write" flag, so a flushed copy opens cleanly
-        f = h5py.File(path, "w")
+        ensure_room(path, MARGIN_BYTES, MARGIN_BYTES, None)
+        try:
+            # default (earliest) format: no "open for write" flag, so a copy opens cleanly
+            f = h5py.File(path, "w")
+        except OSError as exc:
+            raise StorageError(path, exc) from None
         w = cls(f, compression, level)
+        try:
+            w._layout(attrs, coords, field, field_dims, field_attrs, diag_specs, static)
+            f.flush()
+        except (OSError, RuntimeError) as exc:
+            w.abandon(fatal=True)
+            raise w._fail(exc) from None
+        return w
+
+    def _layout(self, attrs, coords, field, field_dims, field_attrs, diag_specs, static):
+        f = self.f
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         for k, v in attrs.items():
             f.attrs[k] = _attr(v)
-        for name, attrs_t in (("time", {"long_name": "snapshot time"}),
-                              ("diag_time", {"long_name": "diagnostics time"})):
+        time_unit = str(attrs.get("time_unit", "raw"))
+        for name, long_name in (("time", "snapshot time"), ("diag_time", "diagnostics time")):
             ds = f.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
                                   chunks=(1024,))
-            ds.attrs.update(attrs_t)
+            ds.attrs.update({"long_name": f"{long_name} ({time_unit} time unit, "
+                             "docs/conventions.md §2.3)", "units": "1",
+                             "time_unit": time_unit})
             ds.make_scale(name)
         for name, (values, cattrs) in coords.items():
             ds = f.create_dataset(name, data=np.asarray(values))
@@ -108,8 +252,9 @@ class RunWriter:
         row_bytes = 8 * int(np.prod(shape))
         rows = max(1, min(64, (1 << 20) // max(row_bytes, 1)))
         ds = f.create_dataset(field, shape=(0, *shape), maxshape=(None, *shape), dtype="f8",
-                              chunks=(rows, *shape), compression=w.compression,
-                              compression_opts=w.level, shuffle=w.compression is not None)
+                              chunks=(rows, *shape), compression=self.compression,
+                              compression_opts=self.level,
+                              shuffle=self.compression is not None)
         ds.attrs.update(field_attrs)
         ds.dims[0].attach_scale(f["time"])
         ds.dims[0].label = "time"
@@ -128,76 +273,202 @@ class RunWriter:
                 ds.dims[i].label = d
         f.attrs["diagnostics"] = np.array(list(diag_specs), dtype=h5py.string_dtype())
         f.attrs["field"] = field
-        return w
 
     @classmethod
     def reopen(cls, path: Path, compression: str = "gzip", level: int = 4) -> RunWriter:
-        return cls(h5py.File(path, "r+"), compression, level)
+        try:
+            w = cls(h5py.File(path, "r+"), compression, level)
+        except OSError as exc:
+            raise StorageError(path, exc) from None
+        w.reopened = True
+        return w
 
     # ---------------------------------------------------------------- appending
-    @staticmethod
-    def _append(ds: h5py.Dataset, value) -> None:
-        n = ds.shape[0]
-        ds.resize(n + 1, axis=0)
-        ds[n] = value
-
     def append_snapshot(self, t: float, values: np.ndarray) -> None:
-        self._append(self.f["time"], t)
-        self._append(self.f[self.f.attrs["field"]], values)
+        values = np.array(values, dtype=float, copy=True)
+        self._snaps.append((float(t), values))
+        self._snap_bytes += values.nbytes
+        if self._snap_bytes >= FLUSH_BYTES:
+            self.flush()
 
     def append_diagnostics(self, t: float, diag: Mapping[str, Any]) -> None:
-        self._append(self.f["diag_time"], t)
-        for name in self.f.attrs["diagnostics"]:
-            self._append(self.f[name], diag[name])
+        names = self.f.attrs["diagnostics"]
+        self._diags.append((float(t), {str(n): np.array(diag[str(n)], copy=True)
+                                       for n in names}))
+        if len(self._diags) >= FLUSH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered records (one resize and one write per dataset) and flush."""
+        pending = self._buffered_bytes()
+        ensure_room(self.path, pending, self._size() + pending, self.estimated_bytes)
+        try:
+            f = self.f
+            if self._snaps:
+                _extend(f["time"], np.array([t for t, _ in self._snaps]))
+                _extend(f[str(f.attrs["field"])], np.stack([v for _, v in self._snaps]))
+                self._snaps, self._snap_bytes = [], 0
+            if self._diags:
+                _extend(f["diag_time"], np.array([t for t, _ in self._diags]))
+                for name in f.attrs["diagnostics"]:
+                    name = str(name)
+                    _extend(f[name], np.stack([d[name] for _, d in self._diags]))
+                self._diags = []
+            f.flush()
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from None
 
     def counts(self) -> tuple[int, int]:
-        return self.f["time"].shape[0], self.f["diag_time"].shape[0]
+        """(snapshots, diagnostic records) in the file, buffered ones included."""
+        return (self.f["time"].shape[0] + len(self._snaps),
+                self.f["diag_time"].shape[0] + len(self._diags))
 
     # ---------------------------------------------------------------- state
     def set_status(self, status: str, message: str = "") -> None:
-        self.f.attrs["status"] = status
-        self.f.attrs["message"] = message
-        self.f.attrs["updated"] = _now()
-
-    def write_state(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> None:
-        if "checkpoint" in self.f:
-            del self.f["checkpoint"]
-        g = self.f.create_group("checkpoint")
-        for k, v in arrays.items():
-            g.create_dataset(k, data=v)
-        for k, v in scalars.items():
-            g.attrs[k] = v
-        n_snap, n_diag = self.counts()
-        g.attrs["n_snapshots"] = n_snap
-        g.attrs["n_diagnostics"] = n_diag
+        try:
+            self.f.attrs["status"] = status
+            self.f.attrs["message"] = message
+            self.f.attrs["updated"] = _now()
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from None
 
     def checkpoint(self, final_path: Path, arrays, scalars, status: str = "running") -> None:
-        """Flush the live file and atomically publish a consistent copy as the checkpoint."""
-        self.write_state(arrays, scalars)
-        self.set_status(status)
-        self.f.flush()
+        """Publish a consistent copy of the run so far, with the exact solver state, as
+        ``PATH.checkpoint`` (temporary file, fsync, rename: the previous checkpoint stays
+        valid until the new one is complete). The live file itself never holds the state, so
+        repeated checkpoints leave no dead space in it."""
+        self.flush()
         target = checkpoint_path(final_path)
         tmp = Path(f"{target}.tmp")
-        shutil.copyfile(self.f.filename, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        size = self._size() + sum(np.asarray(a).nbytes for a in arrays.values())
+        ensure_room(tmp, size, size, self.estimated_bytes)
+        try:
+            clone_file(self.path, tmp)
+            with h5py.File(tmp, "r+") as c:
+                g = c.create_group("checkpoint")
+                for k, v in arrays.items():
+                    g.create_dataset(k, data=v)
+                for k, v in scalars.items():
+                    g.attrs[k] = v
+                n_snap, n_diag = self.counts()
+                g.attrs["n_snapshots"] = n_snap
+                g.attrs["n_diagnostics"] = n_diag
+                c.attrs["status"] = status
+                c.attrs["updated"] = _now()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except (OSError, RuntimeError) as exc:
+            # the live file is intact: only the temporary copy failed
+            tmp.unlink(missing_ok=True)
+            raise StorageError(tmp, exc, self.estimated_bytes) from None
 
     def finish(self, final_path: Path, status: str, message: str = "") -> None:
-        """Close as complete/failed and rename to the final path; drop the checkpoint."""
-        if "checkpoint" in self.f:
-            del self.f["checkpoint"]
+        """Close as complete/failed and rename to the final path; drop the checkpoint.
+
+        A file that was reopened (a resumed run) is repacked: HDF5 does not reuse the space
+        of chunks rewritten in a later session, which left resumed files ~50 % larger."""
+        self.flush()
         self.set_status(status, message)
-        live = Path(self.f.filename)
-        self.f.close()
-        with open(live, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(live, final_path)
+        try:
+            self.f.close()
+            if self.reopened:
+                size = self._size()
+                try:
+                    ensure_room(self.path, size, size, self.estimated_bytes)
+                    repack(self.path)
+                except StorageError:
+                    pass  # keep the file as it is: complete, only larger than it could be
+            with open(self.path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.path, final_path)
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from None
         checkpoint_path(final_path).unlink(missing_ok=True)
 
     def close(self) -> None:
+        if getattr(self, "_dead", False):
+            return
         if self.f.id.valid:
+            try:
+                self.f.close()
+            except (OSError, RuntimeError):
+                self.abandon()
+
+    def abandon(self, fatal: bool = False) -> None:
+        """Stop writing: drop the buffers and close the file (after a refused write the file
+        is healthy and closes normally). After a ``fatal`` failure the HDF5 file is left
+        open, since closing it could crash the process: the caller exits."""
+        self._snaps, self._diags, self._snap_bytes = [], [], 0
+        self._dead = True
+        if fatal:
+            _silence_h5py_deallocs()
+            return
+        with contextlib.suppress(Exception):
             self.f.close()
+
+
+def _silence_h5py_deallocs() -> None:
+    """After a failed HDF5 write, h5py reports every later failed flush of a released
+    object as 'Exception ignored ...' (thousands of lines): drop those reports."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_meanfield", False):
+        return
+
+    def hook(unraisable):
+        if "h5py" in repr(getattr(unraisable, "object", "")) or isinstance(
+                unraisable.exc_value, RuntimeError):
+            return
+        previous(unraisable)
+
+    hook._meanfield = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")
+
+
+def repack(path: Path) -> None:
+    """Rewrite a run file without dead space (same datasets, chunks, compression,
+    attributes and dimension scales), atomically."""
+    tmp = Path(f"{path}.repack")
+    try:
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            scales, dims = [], {}
+            for name, ds in src.items():
+                if not isinstance(ds, h5py.Dataset):
+                    continue
+                out = dst.create_dataset(name, shape=ds.shape, maxshape=ds.maxshape,
+                                         dtype=ds.dtype, chunks=ds.chunks,
+                                         compression=ds.compression,
+                                         compression_opts=ds.compression_opts,
+                                         shuffle=ds.shuffle)
+                if ds.size:
+                    out[...] = ds[()]
+                for k, v in ds.attrs.items():
+                    if k not in _SCALE_ATTRS:
+                        out.attrs[k] = v
+                if ds.attrs.get("CLASS") == b"DIMENSION_SCALE":
+                    scales.append(name)
+                dims[name] = [d.label for d in ds.dims]
+            for name in scales:
+                dst[name].make_scale(name)
+            for name, labels in dims.items():
+                for i, label in enumerate(labels):
+                    if label and label in dst and label != name:
+                        dst[name].dims[i].attach_scale(dst[label])
+                        dst[name].dims[i].label = label
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _extend(ds: h5py.Dataset, values: np.ndarray) -> None:
+    n = ds.shape[0]
+    ds.resize(n + values.shape[0], axis=0)
+    ds[n:] = values
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
@@ -209,19 +480,30 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], 
         return arrays, scalars, str(f.attrs["config_text"])
 
 
-def restore_live_from_checkpoint(final_path: Path) -> Path:
-    """Copy the checkpoint to the live path and truncate series to the checkpointed counts."""
+def restore_live_from_checkpoint(final_path: Path) -> tuple[Path, dict, dict]:
+    """Make the live file from the checkpoint: (live path, state arrays, scalars).
+
+    The copy's series already end at the checkpointed counts; only the small state group is
+    removed from the live copy."""
     live = partial_path(final_path)
-    shutil.copyfile(checkpoint_path(final_path), live)
-    with h5py.File(live, "r+") as f:
-        n_snap = int(f["checkpoint"].attrs["n_snapshots"])
-        n_diag = int(f["checkpoint"].attrs["n_diagnostics"])
-        f["time"].resize(n_snap, axis=0)
-        f[f.attrs["field"]].resize(n_snap, axis=0)
-        f["diag_time"].resize(n_diag, axis=0)
-        for name in f.attrs["diagnostics"]:
-            f[name].resize(n_diag, axis=0)
-    return live
+    ckpt = checkpoint_path(final_path)
+    arrays, scalars, _ = read_checkpoint(ckpt)
+    try:
+        clone_file(ckpt, live)
+        with h5py.File(live, "r+") as f:
+            n_snap = int(scalars["n_snapshots"])
+            n_diag = int(scalars["n_diagnostics"])
+            if f["time"].shape[0] != n_snap or f["diag_time"].shape[0] != n_diag:
+                f["time"].resize(n_snap, axis=0)
+                f[f.attrs["field"]].resize(n_snap, axis=0)
+                f["diag_time"].resize(n_diag, axis=0)
+                for name in f.attrs["diagnostics"]:
+                    f[name].resize(n_diag, axis=0)
+            del f["checkpoint"]
+    except (OSError, RuntimeError) as exc:
+        live.unlink(missing_ok=True)
+        raise StorageError(live, exc) from None
+    return live, arrays, scalars
 
 
 def last_snapshot(path: str | os.PathLike) -> np.ndarray:

@@ -483,6 +483,12 @@ class ParticleSystem:
 
     # ------------------------------------------------------------------ time stepping
     @property
+    def step_size(self) -> float | None:
+        """The fixed time step of ``euler``, ``euler-unprojected`` and ``rk4`` (None:
+        ``adaptive``)."""
+        return None if self.integrator == "adaptive" else self.dt
+
+    @property
     def energy_is_lyapunov(self) -> bool:
         """E never decreases along the exact flow: no mask and V = Q^T K symmetric."""
         return self.mask == "none" and self.attention.gradient_flow
@@ -531,7 +537,7 @@ class ParticleSystem:
 
     def run(self, x0: ArrayLike, t_end: float, times: ArrayLike | None = None, *,
             observer: Callable | None = None, modes: int | None = None,
-            diagnostics: bool = True) -> ParticleResult:
+            diagnostics: bool = True, progress: bool = False) -> ParticleResult:
         """Integrate from t = 0 to ``t_end``, storing positions and diagnostics at ``times``.
 
         ``times`` (default 0 and t_end) are landed on exactly; ``observer(t, x, diag)`` is
@@ -548,7 +554,7 @@ class ParticleSystem:
         start = _time.perf_counter()
         view = _InMemory(self, modes, diagnostics,
                          watch_energy=self.integrator != "adaptive" and self.energy_is_lyapunov)
-        r = run_outputs(view, x, out_times, observer=observer)
+        r = run_outputs(view, x, out_times, observer=observer, progress=progress)
         stats = r["stats"]
         meta = {"wall_seconds": _time.perf_counter() - start, "model": self.model,
                 "beta": self.beta, "dim": self.dim, "mask": self.mask,
@@ -557,7 +563,7 @@ class ParticleSystem:
                 "summation": self.summation, "dt": self.dt,
                 "energy_is_lyapunov": self.energy_is_lyapunov,
                 "stable_dt": self.stable_dt(), "cfl_violations": stats.cfl_violations}
-        return ParticleResult(out_times, r["snapshots"], r["diagnostics"], stats.steps,
+        return ParticleResult(r["times"], r["snapshots"], r["diagnostics"], stats.steps,
                               stats.rejected, self.representation, meta)
 
 
@@ -570,6 +576,7 @@ class _InMemory:
         self.system, self.modes, self.full = system, modes, diagnostics
         self.watch_energy = watch_energy
         self.t = 0.0
+        self.step_size = system.step_size
         self._last = None  # (t, ebar) at the previous output
         self._warned = False
 
