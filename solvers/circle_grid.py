@@ -79,6 +79,18 @@ class CircleGrid:
         spec[0] = TWO_PI * background + self.dx * float(q.sum())
         return spec
 
+    def at_points(self, coeffs: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Values at arbitrary angles ``x`` of the band-limited function whose grid values
+        are ``irfft(coeffs, M)`` (coeffs: k = 0..M/2, e.g. multipliers times rfft(q)), by its
+        Fourier series: exact at the cell centres, O(M) per point."""
+        k = np.arange(coeffs.size)
+        w = np.full(coeffs.size, 2.0)
+        w[0] = 1.0
+        if self.cells % 2 == 0:
+            w[-1] = 1.0
+        phase = np.exp(1j * np.outer(np.asarray(x, float) - 0.5 * self.dx, k))
+        return (phase @ (w * coeffs)).real / self.cells
+
     def spectrum(self, q: np.ndarray, background: float) -> np.ndarray:
         """||P_k mu||_{L2(d theta)}, k = 0..M/2: |p_hat_0|/sqrt(2 pi) and |p_hat_k|/sqrt(pi)
         (the L2 norm of the degree-k part (p_hat_k e^{ik theta} + c.c.)/(2 pi))."""

@@ -73,10 +73,11 @@ class ParticlesProblem:
         at = s.attention
         self.coords["row"] = (np.arange(at.Q.shape[0]), {"long_name": "matrix row"})
         self.coords["col"] = (np.arange(m["dim"]), {"long_name": "matrix column"})
+        self.coords["vrow"] = (np.arange(m["dim"]), {"long_name": "value matrix row"})
         rc = ("row", "col")
         self.static = {"Q": (at.Q, {"long_name": "query matrix"}, rc),
                        "K": (at.K, {"long_name": "key matrix"}, rc),
-                       "V": (at.V, {"long_name": "value matrix"}, ("col", "col")),
+                       "V": (at.V, {"long_name": "value matrix"}, ("vrow", "col")),
                        "masses": (np.broadcast_to(s.masses, (1, pc["count"]))[0],
                                   {"long_name": "token masses (mean 1)"}, ("particle",))}
         per = ("system",)

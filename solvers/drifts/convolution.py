@@ -75,12 +75,53 @@ class Convolution:
         self.user_kernel = kernel
         self.background = 1.0 / TWO_PI
         self.linear_rates: np.ndarray | None = None
+        self._atoms: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ contract
+    # ------------------------------------------------------------------ atoms
+    def set_atoms(self, positions: np.ndarray, masses: np.ndarray) -> None:
+        """Weighted atoms sum_k m_k delta_{theta_k} that are part of the measure (besides the
+        density): their potential c_a(x) = sum_k m_k W(cos(x - theta_k)) and its derivative
+        enter every velocity below. Empty arrays remove them (the velocities are then
+        exactly those of the density alone)."""
+        m = np.asarray(masses, float)
+        if m.size == 0:
+            self._atoms = None
+            return
+        x = np.asarray(positions, float)
+        self._atoms = (x, m)
+        c, g = self._pair_potential(self.grid.theta, x, m)
+        self._atom_c, self._atom_g = c, g
+
+    def _pair_potential(self, at: np.ndarray, x: np.ndarray, m: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(sum_k m_k W(cos(a - x_k)), d/da of it) at the angles ``a`` (scaled kernel)."""
+        d = at[:, None] - x[None, :]
+        cd = np.cos(d)
+        c = self.kernel(cd) @ m
+        g = (self.kernel.derivative(cd) * -np.sin(d)) @ m
+        return c, g
+
+    def atom_velocity(self, q: np.ndarray) -> np.ndarray:
+        """The exact velocity at the atoms of the measure pbar + q + atoms: the density's
+        potential and its derivative by their Fourier series at the atoms' positions, the
+        atoms' own by the kernel (a self term has sin 0 = 0). Run's time unit."""
+        x, m = self._atoms
+        spec = self.grid.fft.forward(q)
+        g = self.grid.at_points(self._grad * spec, x)
+        c_aa, g_aa = self._pair_potential(x, x, m)
+        g += g_aa
+        if self.model == "usa":
+            return g * self.rate
+        c = self.grid.at_points(self._conv * spec, x) + self._conv[0].real * self.background
+        c += c_aa
+        return g / self._partition(c)
+
     def bind(self, grid) -> None:
         """Multipliers and FFT plans, once per run: c alone, v alone (USA), or c and v from
         one forward transform (SA); the linear growth rates gamma_k of the grid."""
         m = grid.cells
+        self.grid = grid
         self.dx = grid.dx
         self.cells = m
         self._conv = circle_multipliers(self.kernel, m)              # c = W*mu at centres
@@ -115,15 +156,22 @@ class Convolution:
         """v(theta_j) at cell centres (spectral derivative), in the run's time unit."""
         if self.model == "usa":
             v = self._grad_op(q)[0]
+            if self._atoms is not None:
+                v += self._atom_g
             v *= self.rate
             return v
         c, g = self._both_op(q)
         c += self._conv[0].real * self.background
+        if self._atoms is not None:
+            c += self._atom_c
+            g += self._atom_g
         return g / self._partition(c)
 
     def face_velocity(self, q: np.ndarray) -> np.ndarray:
         """v_{j+1/2} = (c_{j+1} - c_j)/dx (USA), divided by Z at the face (SA)."""
         c = self.potential(q)
+        if self._atoms is not None:
+            c = c + self._atom_c
         dc = np.empty_like(c)
         np.subtract(c[1:], c[:-1], out=dc[:-1])
         dc[-1] = c[0] - c[-1]
@@ -136,7 +184,8 @@ class Convolution:
         return dc / (self.dx * self._partition(cf))
 
     def energy(self, q: np.ndarray) -> tuple[float, float]:
-        """(E, Ebar) of the discrete energy (dx/2) p.Cp (C the convolution on cell averages).
+        """(E, Ebar) of the discrete energy (dx/2) p.Cp (C the convolution on cell averages),
+        plus the density-atom and atom-atom terms when atoms are set.
 
         Per Fourier mode it is sinc(k dx/2) = 1 - O((k dx)^2) times the continuous energy of
         the band-limited density; it is the quantity fv2 keeps non-decreasing. With
@@ -145,6 +194,13 @@ class Convolution:
         pbar = self.background
         e_scaled = 0.5 * self.dx * (self.cells * self._conv[0].real * pbar * pbar
                                     + float(np.dot(q, self.potential(q))))
+        if self._atoms is not None:
+            # + sum_k m_k (W * density)(theta_k) + (1/2) sum_jk m_j m_k W(cos(theta_j - theta_k))
+            x, m = self._atoms
+            c_p = self.grid.at_points(self._conv * self.grid.fft.forward(q), x)
+            c_p += self._conv[0].real * pbar
+            c_aa, _ = self._pair_potential(x, x, m)
+            e_scaled += float(m @ c_p) + 0.5 * float(m @ c_aa)
         return energy_from_scaled(e_scaled, self.beta, self.model, self.time_unit)
 
     def describe(self) -> dict[str, Any]:

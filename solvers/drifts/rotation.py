@@ -40,6 +40,12 @@ class RigidRotation:
     def centre_velocity(self, q: np.ndarray) -> np.ndarray:
         return self._v.copy()
 
+    def set_atoms(self, positions: np.ndarray, masses: np.ndarray) -> None:
+        self._n_atoms = np.asarray(masses).size
+
+    def atom_velocity(self, q: np.ndarray) -> np.ndarray:
+        return np.full(self._n_atoms, self.omega)
+
     def energy(self, q: np.ndarray) -> None:
         return None
 

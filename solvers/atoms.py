@@ -1,0 +1,372 @@
+"""Clusters as atoms: a measure mu = p(theta) d theta + sum_j m_j delta_{theta_j} on the circle.
+
+Grid schemes cannot transport clusters narrower than a few cells: the upwind flux pins them
+to the grid, and in the metastable phase (clusters that attract each other with forces
+~ e^{beta (cos D - 1)}) their positions stop moving altogether. Here such clusters become
+weighted atoms that move with the exact mean-field velocity, while the density is advanced
+by the flux scheme; both feel the velocity of the whole measure (``Convolution.set_atoms``).
+
+Events, applied after every time step (documented thresholds, all recorded):
+
+* **capture**: a density cluster (a connected run of cells where p > ``capture_level`` x
+  mean p) whose second moment about its centre is at most ``capture_width`` cells, i.e.
+  sigma^2 = sum_i p_i dx (theta_i - c)^2 / m <= (capture_width dx)^2, with mass at least
+  ``capture_min_mass``, becomes an atom: its cells' mass m = sum_i p_i dx exactly, at its centre
+  c = sum_i p_i dx theta_i / m (angles unwrapped about the cluster), and those cells are
+  emptied. The threshold is in cells, so captures happen later as the grid is refined and
+  results converge with it.
+* **absorb**: the density in an atom's cell flows into the atom (mass and first moment
+  conserved), so the tails of a captured cluster join it as the flux brings them in.
+* **merge**: atoms closer than ``merge_window`` (radians) become one atom with the sum of the
+  masses at their centre of mass (seed 000, Def. 6.3, with multiplicity weights).
+* **residual**: once the density holds less than ``residual_mass`` of the total mass, each
+  cell's mass joins its nearest atom (mass exact, each atom's first moment updated) and the run
+  continues with atoms alone: the density's CFL bound no longer limits the step.
+
+Time step: while the density holds at least ``LINEAR_FRACTION`` of the mass, the scheme's
+linear-phase limit accuracy / gamma_max applies (clusters may still be forming); after that
+dt <= accuracy / D with D a bound on the rate of the atoms' velocity field (the Lipschitz
+constant of the pair forces, plus (beta + 1) times the density's mass), so a metastable
+configuration, whose forces are exponentially small, is crossed in large steps.
+
+Mass is conserved to round-off through every event; the energy jumps up at a capture and a
+merge (a point has more self-energy than a bump, two merged points more than two).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from meanfield.theory.checks import check_positive
+from meanfield.theory.errors import InputError
+from solvers.clusters import density_clusters
+from solvers.stepping import StepStats, advance
+
+TWO_PI = 2.0 * math.pi
+EVENT_KINDS = ("capture", "merge", "residual")
+#: the linear-phase step limit applies while the density holds this fraction of the mass
+LINEAR_FRACTION = 0.05
+
+
+@dataclass
+class Event:
+    """One capture or merge: when, where, the resulting atom's mass, the masses involved."""
+
+    t: float
+    kind: str
+    position: float
+    mass: float
+    parts: tuple[float, ...]
+
+
+@dataclass
+class AtomState:
+    """Atom masses (positions live in the state vector) and the events so far."""
+
+    masses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    events: list[Event] = field(default_factory=list)
+
+
+def _centre(theta: np.ndarray, w: np.ndarray, ref: float) -> float:
+    """sum w theta / sum w with the angles unwrapped about ``ref`` (first moment exact)."""
+    d = np.mod(theta - ref + math.pi, TWO_PI) - math.pi
+    return float(ref + np.dot(w, d) / np.sum(w))
+
+
+class AtomicCircle:
+    """A circle scheme (fv2, rusanov) and weighted atoms, one time integrator for both.
+
+    The state vector is [q (the scheme's density deviation, M values), theta_1..theta_A];
+    the atom masses change only at events. With no atoms the right-hand side, the steps and
+    the results are bitwise those of the scheme alone.
+
+    Parameters
+    ----------
+    scheme : CircleScheme
+        fv2 or rusanov with a drift that supports atoms (``set_atoms``, ``atom_velocity``).
+    capture_width : float
+        Capture a cluster once its standard deviation is at most this many cells.
+    capture_level : float
+        Clusters are runs of cells where p > capture_level x mean(p).
+    capture_min_mass : float
+        Lighter clusters are not captured (they may still be absorbed by an atom).
+    merge_window : float
+        Atoms closer than this (radians) merge.
+    residual_mass : float
+        Below this fraction of the total mass the density joins the atoms.
+    """
+
+    def __init__(self, scheme, *, capture_width: float = 1.5, capture_level: float = 2.0,
+                 capture_min_mass: float = 1e-3, merge_window: float = 1e-3,
+                 residual_mass: float = 1e-9) -> None:
+        if not hasattr(scheme.drift, "atom_velocity"):
+            raise InputError("atoms", f"the drift {scheme.drift.name!r} does not support "
+                             "atoms")
+        if scheme.integrator != "ssprk3" and scheme.name == "lf":  # pragma: no cover
+            raise InputError("atoms", "Lax-Friedrichs averages the state: use fv2 or rusanov")
+        self.scheme = scheme
+        self.capture_width = check_positive(capture_width, "atoms.capture_width")
+        self.capture_level = check_positive(capture_level, "atoms.capture_level", minimum=1.0)
+        self.capture_min_mass = check_positive(capture_min_mass, "atoms.capture_min_mass",
+                                               inclusive=True)
+        self.merge_window = check_positive(merge_window, "atoms.merge_window", inclusive=True)
+        self.residual_mass = check_positive(residual_mass, "atoms.residual_mass",
+                                            inclusive=True)
+        self.density_mass = 1.0
+        self.cells, self.dx, self.theta = scheme.cells, scheme.dx, scheme.theta
+        self.atoms = AtomState()
+        self._last_positions = np.zeros(0)
+        self.name = f"{scheme.name}+atoms"
+
+    # ------------------------------------------------------------------ delegated
+    def __getattr__(self, name: str):
+        # grid, drift, rates, cfl, accuracy, reference density, integrator, step size, ...
+        return getattr(self.scheme, name)
+
+    @property
+    def count(self) -> int:
+        return int(self.atoms.masses.size)
+
+    # ------------------------------------------------------------------ state
+    def check_density(self, p0) -> np.ndarray:
+        return self.scheme.check_density(p0)
+
+    def split(self, p: np.ndarray) -> np.ndarray:
+        """State of a density without atoms (atoms appear by capture)."""
+        self.atoms = AtomState()
+        self.scheme.drift.set_atoms(np.zeros(0), np.zeros(0))
+        self.density_mass = self.scheme.mass_of(p)
+        return self.scheme.split(p)
+
+    def parts(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = self.cells
+        return state[:m], state[m:]
+
+    def join(self, state: np.ndarray) -> np.ndarray:
+        """The grid density p (the atoms are ``positions(state)``, ``atoms.masses``)."""
+        return self.scheme.join(state[: self.cells])
+
+    def positions(self, state: np.ndarray) -> np.ndarray:
+        return np.mod(state[self.cells:], TWO_PI)
+
+    def set_background(self, pbar: float) -> None:
+        self.scheme.set_background(pbar)
+
+    def mass_of(self, p: np.ndarray) -> float:
+        return self.scheme.mass_of(p)
+
+    # ------------------------------------------------------------------ stepping contract
+    def rhs(self, state: np.ndarray) -> np.ndarray:
+        if self.count == 0:
+            return self.scheme.rhs(state)
+        q, x = self.parts(state)
+        drift = self.scheme.drift
+        drift.set_atoms(x, self.atoms.masses)
+        dq = self.scheme.rhs(q) if self.density_mass > 0 else np.zeros_like(q)
+        vx = drift.atom_velocity(q)
+        self._atom_speed = float(np.abs(vx).max())
+        self._last_positions = x
+        return np.concatenate([dq, vx])
+
+    def stable_dt(self) -> float:
+        if self.count == 0:
+            return self.scheme.stable_dt()
+        bound = self.scheme.stable_dt() if self.density_mass > 0 else math.inf
+        speed = getattr(self, "_atom_speed", 0.0)
+        if speed > 0:  # an atom crosses at most one cell per step
+            bound = min(bound, self.dx / speed)
+        return bound
+
+    @property
+    def accuracy_dt(self) -> float:
+        """The scheme's linear-phase limit while the density holds LINEAR_FRACTION of the
+        mass, then accuracy / D (module docstring)."""
+        total = self.density_mass + float(self.atoms.masses.sum())
+        if self.count == 0 or self.density_mass >= LINEAR_FRACTION * total:
+            return self.scheme.accuracy_dt
+        rate = self._atom_rate() + self._kernel_rate() * (self.beta + 1.0) * self.density_mass
+        return self.scheme.accuracy / rate if rate > 0 else math.inf
+
+    def _kernel_rate(self) -> float:
+        drift = self.scheme.drift
+        return float(getattr(drift, "rate", 1.0))
+
+    def _atom_rate(self) -> float:
+        """max_j sum_{k != j} m_k |d/d theta_j of the pair force| (run's unit; SA: divided by
+        the smallest Z over the atoms, a bound of the normalised field's rate)."""
+        x, m = self._last_positions, self.atoms.masses
+        if m.size < 2:
+            return 0.0
+        drift = self.scheme.drift
+        d = x[:, None] - x[None, :]
+        cd = np.cos(d)
+        kern = drift.kernel
+        second = np.abs(kern.derivative(cd, 2) * np.sin(d) ** 2 - kern.derivative(cd) * cd)
+        np.fill_diagonal(second, 0.0)
+        rate = float((second @ m).max()) * self._kernel_rate()
+        if getattr(drift, "model", "usa") == "sa" and drift.beta > 0:
+            z = drift.beta * (kern(cd) @ m)
+            rate = rate / float(z.min()) * (1.0 + drift.beta)
+        return rate
+
+    def euler_update(self, state: np.ndarray, dt: float, k: np.ndarray) -> np.ndarray:
+        if self.count == 0:
+            return self.scheme.euler_update(state, dt, k)
+        m = self.cells
+        return np.concatenate([self.scheme.euler_update(state[:m], dt, k[:m]),
+                               state[m:] + dt * k[m:]])
+
+    def min_density(self, state: np.ndarray) -> float:
+        return self.scheme.min_density(state[: self.cells])
+
+    def advance(self, state: np.ndarray, t: float, t_target: float,
+                stats: StepStats | None = None, deadline=None,
+                max_steps: int | None = None) -> tuple[np.ndarray, float]:
+        """Step to exactly ``t_target`` one step at a time, applying the events after each
+        (capture, absorb, merge); earlier only for ``deadline`` or ``max_steps``."""
+        stats = stats if stats is not None else StepStats()
+        while t < t_target and (max_steps is None or stats.steps < max_steps):
+            n0 = stats.steps
+            state, t = advance(self, state, t, t_target, integrator=self.scheme.integrator,
+                               fixed_dt=self.scheme.step_size, stats=stats, deadline=deadline,
+                               max_steps=n0 + 1)
+            if stats.steps == n0:  # deadline passed
+                break
+            new = self.events(state, t)
+            if new is not state:
+                state = new
+                stats.compensation = None  # the round-off carried belongs to the old state
+        return state, t
+
+    # ------------------------------------------------------------------ events
+    def events(self, state: np.ndarray, t: float) -> np.ndarray:
+        """Apply absorb, capture and merge to the state (a new array if anything changed)."""
+        q, x = self.parts(state)
+        p = self.scheme.join(q)
+        masses = self.atoms.masses
+        positions = np.mod(x, TWO_PI)
+        changed = False
+        # absorb: the atom's own cell flows into it
+        if masses.size:
+            cells = np.minimum((positions / self.dx).astype(int), self.cells - 1)
+            for j, i in enumerate(cells):
+                dm = p[i] * self.dx
+                if dm > 0:
+                    positions[j] = _centre(np.array([positions[j], self.theta[i]]),
+                                           np.array([masses[j], dm]), positions[j])
+                    masses[j] = masses[j] + dm
+                    p[i] = 0.0
+                    changed = True
+        # capture: narrow density clusters
+        for cl in density_clusters(p, level=self.capture_level, min_mass=self.capture_min_mass):
+            idx = self._core_cells(p, cl.centre)
+            w = p[idx] * self.dx
+            mass = float(w.sum())
+            if mass < self.capture_min_mass:
+                continue
+            c = _centre(self.theta[idx], w, cl.centre)
+            d = np.mod(self.theta[idx] - c + math.pi, TWO_PI) - math.pi
+            sigma = math.sqrt(float(np.dot(w, d * d)) / mass)
+            if sigma > self.capture_width * self.dx:
+                continue
+            positions = np.append(positions, np.mod(c, TWO_PI))
+            masses = np.append(masses, mass)
+            p[idx] = 0.0
+            self.atoms.events.append(Event(t, "capture", float(np.mod(c, TWO_PI)), mass,
+                                           (mass,)))
+            changed = True
+        # merge: atoms within the window
+        while masses.size > 1:
+            order = np.argsort(positions)
+            ps = positions[order]
+            gaps = np.diff(np.concatenate([ps, [ps[0] + TWO_PI]]))
+            j = int(np.argmin(gaps))
+            if gaps[j] >= self.merge_window:
+                break
+            a, b = order[j], order[(j + 1) % masses.size]
+            c = _centre(np.array([positions[a], positions[b]]),
+                        np.array([masses[a], masses[b]]), positions[a])
+            m_new = masses[a] + masses[b]
+            self.atoms.events.append(Event(t, "merge", float(np.mod(c, TWO_PI)), float(m_new),
+                                           (float(masses[a]), float(masses[b]))))
+            keep = np.ones(masses.size, bool)
+            keep[[a, b]] = False
+            positions = np.append(positions[keep], np.mod(c, TWO_PI))
+            masses = np.append(masses[keep], m_new)
+            changed = True
+        # residual: a negligible density joins the nearest atoms
+        dens = float(p.sum()) * self.dx
+        if masses.size and 0 < dens <= self.residual_mass * (dens + float(masses.sum())):
+            near = np.argmin(np.abs(np.mod(self.theta[:, None] - positions[None, :] + math.pi,
+                                           TWO_PI) - math.pi), axis=1)
+            for j in range(masses.size):
+                idx = np.flatnonzero((near == j) & (p > 0))
+                if idx.size:
+                    w = np.concatenate([[masses[j]], p[idx] * self.dx])
+                    positions[j] = _centre(np.concatenate([[positions[j]], self.theta[idx]]),
+                                           w, positions[j])
+                    masses[j] = float(w.sum())
+            self.atoms.events.append(Event(t, "residual", float("nan"), dens, (dens,)))
+            p[:] = 0.0
+            changed = True
+        if not changed:
+            return state
+        self.atoms.masses = masses
+        self.density_mass = float(p.sum()) * self.dx
+        q = self.scheme.split(p)
+        positions = np.mod(positions, TWO_PI)
+        self.scheme.drift.set_atoms(positions, masses)
+        self._last_positions = positions
+        return np.concatenate([q, positions])
+
+    def _core_cells(self, p: np.ndarray, centre: float) -> np.ndarray:
+        """Indices of the connected run of cells above the capture level around ``centre``."""
+        level = self.capture_level * float(np.mean(p))
+        m = self.cells
+        i0 = min(int(centre / self.dx), m - 1)
+        if p[i0] <= level:  # the centre of mass of a skewed core can sit beside its peak
+            near = (i0 + np.arange(-2, 3)) % m
+            i0 = int(near[np.argmax(p[near])])
+        lo = hi = i0
+        while p[(lo - 1) % m] > level and (i0 - lo) < m:
+            lo -= 1
+        while p[(hi + 1) % m] > level and (hi - i0) < m:
+            hi += 1
+        return np.arange(lo, hi + 1) % m
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics(self, state: np.ndarray, modes: int | None = None) -> dict:
+        """The scheme's diagnostics of the whole measure (density plus atoms): mass, energy
+        (density-density, density-atom, atom-atom), angular momentum, spectrum, TV distance
+        (1/2)(integral |p - mean| + sum m_j); min/max density of the grid part; atom count
+        and mass."""
+        q, x = self.parts(state)
+        drift = self.scheme.drift
+        masses = self.atoms.masses
+        drift.set_atoms(np.mod(x, TWO_PI), masses)
+        d = self.scheme.diagnostics(q, modes)
+        if masses.size:
+            pos = np.mod(x, TWO_PI)
+            d["mass"] += float(masses.sum())
+            va = drift.atom_velocity(q)
+            d["angular_momentum"] += float(masses @ va)
+            d["max_speed"] = max(d["max_speed"], float(np.abs(va).max()))
+            k = np.arange(d["spectrum"].size)
+            # add the atoms' Fourier coefficients to the density's (complex sum)
+            dens = self.scheme.grid.fft.forward(q) * self.dx / self.scheme.grid.sinc
+            dens = dens[: k.size]
+            dens[0] = TWO_PI * self.scheme.background + self.dx * float(q.sum())
+            total = dens + np.exp(-1j * np.outer(k, pos)) @ masses
+            amp = np.abs(total)
+            amp[0] /= math.sqrt(TWO_PI)
+            amp[1:] /= math.sqrt(math.pi)
+            d["spectrum"] = amp
+            mm = amp.size - 1 if modes is None else int(modes)
+            d["dominant_mode"] = int(np.argmax(amp[1: mm + 1]) + 1)
+            d["tv_distance"] += 0.5 * float(masses.sum())
+        d["atoms"] = int(masses.size)
+        d["atom_mass"] = float(masses.sum())
+        return d
