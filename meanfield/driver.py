@@ -206,7 +206,8 @@ def _execute(cfg, cfg_text, final, *, resume, overwrite, quiet, stop) -> RunSumm
         writer = storage.RunWriter.create(
             storage.partial_path(final), attrs, problem.coords, problem.field,
             problem.field_dims, problem.field_attrs, problem.diag_specs,
-            out["compression"], out["compression_level"], problem.static)
+            out["compression"], out["compression_level"], problem.static,
+            problem.snapshot_specs, problem.event_specs)
     else:
         live, arrays, scalars = storage.restore_live_from_checkpoint(final)
         writer = storage.RunWriter.reopen(live, out["compression"], out["compression_level"])
@@ -296,9 +297,10 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t
         diag.clear()
         diag.update(d)
         writer.append_diagnostics(t_now, d)
+        writer.append_events(problem.new_events())
         snap = target.snapshot or t_now >= t_end
         if snap:
-            writer.append_snapshot(t_now, problem.snapshot(s))
+            writer.append_snapshot(t_now, problem.snapshot(s), problem.snapshot_extras(s))
         current.update(state=s, t=t_now, index=i + 1)
         if bar is not None:
             bar.update(t_now - bar.n)
@@ -309,7 +311,7 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t
             message = rule(cfg, t_now, d)
             if message is not None:
                 if not snap:
-                    writer.append_snapshot(t_now, problem.snapshot(s))
+                    writer.append_snapshot(t_now, problem.snapshot(s), problem.snapshot_extras(s))
                 return message
         if time.monotonic() - last_ckpt[0] >= out["checkpoint_seconds"]:
             checkpoint()

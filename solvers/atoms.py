@@ -8,12 +8,13 @@ by the flux scheme; both feel the velocity of the whole measure (``Convolution.s
 
 Events, applied after every time step (documented thresholds, all recorded):
 
-* **capture**: a density cluster (a connected run of cells where p > ``capture_level`` x
-  mean p) whose second moment about its centre is at most ``capture_width`` cells, i.e.
-  sigma^2 = sum_i p_i dx (theta_i - c)^2 / m <= (capture_width dx)^2, with mass at least
-  ``capture_min_mass``, becomes an atom: its cells' mass m = sum_i p_i dx exactly, at its centre
-  c = sum_i p_i dx theta_i / m (angles unwrapped about the cluster), and those cells are
-  emptied. The threshold is in cells, so captures happen later as the grid is refined and
+* **capture**: a density cluster (found as a connected run of cells where p >
+  ``capture_level`` x mean p) whose bump (the cells around its peak down to ``BUMP_FLOOR`` of
+  the peak or the next minimum) has a second moment of at most ``capture_width`` cells,
+  sigma^2 = sum_i p_i dx (theta_i - c)^2 / m <= (capture_width dx)^2, and mass at least
+  ``capture_min_mass``, becomes an atom: the bump's mass m = sum_i p_i dx exactly, at its
+  centre c = sum_i p_i dx theta_i / m (angles unwrapped about the cluster), and those cells
+  are emptied. The threshold is in cells, so captures happen later as the grid is refined and
   results converge with it.
 * **absorb**: the density in an atom's cell flows into the atom (mass and first moment
   conserved), so the tails of a captured cluster join it as the flux brings them in.
@@ -49,17 +50,24 @@ TWO_PI = 2.0 * math.pi
 EVENT_KINDS = ("capture", "merge", "residual")
 #: the linear-phase step limit applies while the density holds this fraction of the mass
 LINEAR_FRACTION = 0.05
+#: a bump extends from its peak down to this fraction of the peak (or its next minimum)
+BUMP_FLOOR = 1e-3
+#: density clusters are examined for capture every this many steps
+CAPTURE_EVERY = 4
 
 
 @dataclass
 class Event:
-    """One capture or merge: when, where, the resulting atom's mass, the masses involved."""
+    """One capture, merge or residual event: when, where, the resulting atom's mass, the
+    masses involved, and for a merge the two-point oracle: the time the two-cluster law
+    (``meanfield.theory.reference``) predicts from the pair's gap at the previous event."""
 
     t: float
     kind: str
     position: float
     mass: float
     parts: tuple[float, ...]
+    oracle: float = float("nan")
 
 
 @dataclass
@@ -119,6 +127,8 @@ class AtomicCircle:
         self.cells, self.dx, self.theta = scheme.cells, scheme.dx, scheme.theta
         self.atoms = AtomState()
         self._last_positions = np.zeros(0)
+        self._config = (0.0, np.zeros(0))
+        self._since_capture = 0
         self.name = f"{scheme.name}+atoms"
 
     # ------------------------------------------------------------------ delegated
@@ -136,10 +146,22 @@ class AtomicCircle:
 
     def split(self, p: np.ndarray) -> np.ndarray:
         """State of a density without atoms (atoms appear by capture)."""
-        self.atoms = AtomState()
-        self.scheme.drift.set_atoms(np.zeros(0), np.zeros(0))
+        return self.start(p)
+
+    def start(self, p: np.ndarray, positions=(), masses=()) -> np.ndarray:
+        """State of the measure p d theta + sum_j m_j delta_{theta_j} (``p`` may be zero)."""
+        x = np.mod(np.asarray(positions, dtype=float).ravel(), TWO_PI)
+        m = np.asarray(masses, dtype=float).ravel()
+        if x.shape != m.shape or not np.all(np.isfinite(x)) or np.any(~(m > 0)):
+            raise InputError("atoms", "need one finite position and one mass > 0 per atom",
+                             (x.shape, m.shape))
+        self.atoms = AtomState(m.copy())
         self.density_mass = self.scheme.mass_of(p)
-        return self.scheme.split(p)
+        self.scheme.drift.set_atoms(x, m)
+        self._last_positions = x
+        self._config = (0.0, x.copy())
+        q = self.scheme.split(p)
+        return np.concatenate([q, x]) if m.size else q
 
     def parts(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.cells
@@ -230,21 +252,27 @@ class AtomicCircle:
         stats = stats if stats is not None else StepStats()
         while t < t_target and (max_steps is None or stats.steps < max_steps):
             n0 = stats.steps
+            before, t_before = state, t
             state, t = advance(self, state, t, t_target, integrator=self.scheme.integrator,
                                fixed_dt=self.scheme.step_size, stats=stats, deadline=deadline,
                                max_steps=n0 + 1)
             if stats.steps == n0:  # deadline passed
                 break
-            new = self.events(state, t)
+            new = self.events(state, t, before, t_before)
             if new is not state:
                 state = new
                 stats.compensation = None  # the round-off carried belongs to the old state
         return state, t
 
     # ------------------------------------------------------------------ events
-    def events(self, state: np.ndarray, t: float) -> np.ndarray:
-        """Apply absorb, capture and merge to the state (a new array if anything changed)."""
+    def events(self, state: np.ndarray, t: float, before: np.ndarray | None = None,
+               t_before: float | None = None) -> np.ndarray:
+        """Apply absorb, capture, merge and residual to the state (a new array if anything
+        changed). A merge is dated at the crossing of the window inside the last step, from
+        the gaps before and after it (log-linear: gaps close exponentially)."""
         q, x = self.parts(state)
+        x_before = before[self.cells:] if before is not None and before.size == state.size \
+            else None
         p = self.scheme.join(q)
         masses = self.atoms.masses
         positions = np.mod(x, TWO_PI)
@@ -260,8 +288,15 @@ class AtomicCircle:
                     masses[j] = masses[j] + dm
                     p[i] = 0.0
                     changed = True
-        # capture: narrow density clusters
-        for cl in density_clusters(p, level=self.capture_level, min_mass=self.capture_min_mass):
+        # capture: narrow density clusters (every CAPTURE_EVERY steps; none in a near-uniform
+        # density, which is never above the level)
+        self._since_capture += 1
+        capture = (self._since_capture >= CAPTURE_EVERY
+                   and float(p.max()) > self.capture_level * float(p.mean()))
+        if self._since_capture >= CAPTURE_EVERY:
+            self._since_capture = 0
+        for cl in (density_clusters(p, level=self.capture_level,
+                                    min_mass=self.capture_min_mass) if capture else ()):
             idx = self._core_cells(p, cl.centre)
             w = p[idx] * self.dx
             mass = float(w.sum())
@@ -290,8 +325,17 @@ class AtomicCircle:
             c = _centre(np.array([positions[a], positions[b]]),
                         np.array([masses[a], masses[b]]), positions[a])
             m_new = masses[a] + masses[b]
-            self.atoms.events.append(Event(t, "merge", float(np.mod(c, TWO_PI)), float(m_new),
-                                           (float(masses[a]), float(masses[b]))))
+            t_merge = t
+            if x_before is not None and a < x_before.size and b < x_before.size:
+                g0 = abs(math.remainder(float(x_before[b] - x_before[a]), TWO_PI))
+                g1 = max(float(gaps[j]), 1e-300)
+                if g0 > self.merge_window > g1 and g0 > g1:
+                    frac = math.log(g0 / self.merge_window) / math.log(g0 / g1)
+                    t_merge = t_before + frac * (t - t_before)
+            self.atoms.events.append(Event(t_merge, "merge", float(np.mod(c, TWO_PI)),
+                                           float(m_new), (float(masses[a]), float(masses[b])),
+                                           self._oracle(a, b, masses)))
+            x_before = None  # indices change after a merge
             keep = np.ones(masses.size, bool)
             keep[[a, b]] = False
             positions = np.append(positions[keep], np.mod(c, TWO_PI))
@@ -320,20 +364,63 @@ class AtomicCircle:
         positions = np.mod(positions, TWO_PI)
         self.scheme.drift.set_atoms(positions, masses)
         self._last_positions = positions
+        self._config = (t, positions.copy())
         return np.concatenate([q, positions])
 
+    @property
+    def config_time(self) -> float:
+        """Time of the last event (the start of the current configuration of atoms)."""
+        return self._config[0]
+
+    @property
+    def config_positions(self) -> np.ndarray:
+        """Atom positions right after the last event."""
+        return self._config[1]
+
+    def restore(self, state: np.ndarray, masses: np.ndarray, density_mass: float,
+                config_time: float, config_positions: np.ndarray) -> None:
+        """Take back the atoms' part of a saved state (checkpoints): masses, the density's
+        mass, the configuration at the last event; positions come from ``state``."""
+        self.atoms = AtomState(np.asarray(masses, float).copy())
+        self.density_mass = float(density_mass)
+        x = np.mod(state[self.cells:], TWO_PI)
+        self.scheme.drift.set_atoms(x, self.atoms.masses)
+        self._last_positions = x
+        self._config = (float(config_time), np.asarray(config_positions, float).copy())
+
+    def _oracle(self, a: int, b: int, masses: np.ndarray) -> float:
+        """Merge time the two-cluster law predicts for atoms a, b from their gap at the last
+        configuration change (other atoms and the density ignored), NaN if unknown."""
+        from meanfield.theory.reference import two_cluster_merge_time
+
+        t0, x0 = self._config
+        drift = self.scheme.drift
+        if max(a, b) >= x0.size or not hasattr(drift, "model") or math.isnan(drift.beta):
+            return float("nan")
+        gap = abs(math.remainder(float(x0[b] - x0[a]), TWO_PI))
+        if not self.merge_window < gap < math.pi:
+            return float("nan")
+        try:
+            return t0 + two_cluster_merge_time(gap, self.merge_window, drift.beta,
+                                               (float(masses[a]), float(masses[b])),
+                                               drift.model, drift.time_unit)
+        except (ValueError, ArithmeticError):
+            return float("nan")
+
     def _core_cells(self, p: np.ndarray, centre: float) -> np.ndarray:
-        """Indices of the connected run of cells above the capture level around ``centre``."""
-        level = self.capture_level * float(np.mean(p))
+        """Indices of the bump around ``centre``: from its peak, the cells on either side
+        while p decreases (up to the next minimum) and stays above BUMP_FLOOR x the peak.
+        The second moment over the whole bump, not only its part above the level, tells a
+        collapsed cluster from the tip of a wide bump that is still forming."""
         m = self.cells
         i0 = min(int(centre / self.dx), m - 1)
-        if p[i0] <= level:  # the centre of mass of a skewed core can sit beside its peak
-            near = (i0 + np.arange(-2, 3)) % m
-            i0 = int(near[np.argmax(p[near])])
+        near = (i0 + np.arange(-3, 4)) % m
+        i0 = int(near[np.argmax(p[near])])
+        floor = BUMP_FLOOR * p[i0]
         lo = hi = i0
-        while p[(lo - 1) % m] > level and (i0 - lo) < m:
+        while (i0 - lo) < m // 2 and floor < p[(lo - 1) % m] <= p[lo % m]:
             lo -= 1
-        while p[(hi + 1) % m] > level and (hi - i0) < m:
+        while (hi - i0) < m // 2 and floor < p[(hi + 1) % m] <= p[hi % m]:
             hi += 1
         return np.arange(lo, hi + 1) % m
 

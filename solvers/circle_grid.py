@@ -44,6 +44,16 @@ def circle_multipliers(kernel, cells: int, *, derivative: int = 0, shift: float 
     return mult
 
 
+def powers(z: np.ndarray, n: int) -> np.ndarray:
+    """z^k for k = 0..n-1 as an (len(z), n) array, by repeated products (error ~ k eps)."""
+    out = np.empty((np.size(z), n), complex)
+    out[:, 0] = 1.0
+    if n > 1:
+        out[:, 1:] = np.asarray(z, complex).reshape(-1, 1)
+        np.cumprod(out[:, 1:], axis=1, out=out[:, 1:])
+    return out
+
+
 class CircleGrid:
     """M uniform cells of [0, 2 pi) with planned real FFTs.
 
@@ -83,13 +93,22 @@ class CircleGrid:
         """Values at arbitrary angles ``x`` of the band-limited function whose grid values
         are ``irfft(coeffs, M)`` (coeffs: k = 0..M/2, e.g. multipliers times rfft(q)), by its
         Fourier series: exact at the cell centres, O(M) per point."""
-        k = np.arange(coeffs.size)
         w = np.full(coeffs.size, 2.0)
         w[0] = 1.0
         if self.cells % 2 == 0:
             w[-1] = 1.0
-        phase = np.exp(1j * np.outer(np.asarray(x, float) - 0.5 * self.dx, k))
+        phase = powers(np.exp(1j * (np.asarray(x, float) - 0.5 * self.dx)), coeffs.size)
         return (phase @ (w * coeffs)).real / self.cells
+
+    def point_coefficients(self, x: np.ndarray, masses: np.ndarray,
+                           multipliers: np.ndarray) -> np.ndarray:
+        """rfft-layout coefficients X (k = 0..M/2) with irfft(X, M)_j = sum_a m_a f(theta_j -
+        x_a) for the periodic f with Fourier multipliers ``multipliers`` (f = (1/2 pi)
+        sum_k m_k e^{iks}): the field of point masses on the grid by one inverse FFT."""
+        z = powers(np.exp(-1j * np.asarray(x, float)), self.cells // 2 + 1)  # (A, K+1)
+        s = masses @ z                                                      # S_k
+        k = np.arange(s.size)
+        return (self.cells / TWO_PI) * multipliers * s * np.exp(0.5j * k * self.dx)
 
     def spectrum(self, q: np.ndarray, background: float) -> np.ndarray:
         """||P_k mu||_{L2(d theta)}, k = 0..M/2: |p_hat_0|/sqrt(2 pi) and |p_hat_k|/sqrt(pi)

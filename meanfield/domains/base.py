@@ -158,6 +158,17 @@ class GridProblem:
     field = "density"
     static: dict = {}  # noqa: RUF012 - read-only: grid domains store no static datasets
     measure = "the surface measure"
+    #: datasets stored with every snapshot and the event table (none by default)
+    snapshot_specs: dict = {}  # noqa: RUF012
+    event_specs: dict = {}  # noqa: RUF012
+
+    def snapshot_extras(self, state) -> dict[str, np.ndarray]:
+        """Values of ``snapshot_specs`` for the state (stored with its snapshot)."""
+        return {}
+
+    def new_events(self) -> list[tuple[float, dict]]:
+        """Events since the last call: (t, {name in event_specs: value})."""
+        return []
 
     def __init__(self, cfg: dict, scheme) -> None:
         self.cfg = cfg

@@ -21,8 +21,9 @@ from meanfield.domains.base import (
     array_from_file,
     common_specs,
 )
-from meanfield.schema import Key, ge
+from meanfield.schema import Key, ge, gt
 from meanfield.theory.errors import InputError
+from solvers.atoms import EVENT_KINDS, AtomicCircle
 from solvers.circle import make_scheme
 from solvers.clusters import density_cluster_count
 from solvers.drifts import DRIFTS
@@ -71,23 +72,101 @@ class CircleProblem(GridProblem):
             kw["dt_per_dx"] = d["dt_per_dx"] or None
         else:
             kw["integrator"] = d["integrator"]
-        super().__init__(cfg, make_scheme(d["scheme"], d["cells"], **kw))
+        scheme = make_scheme(d["scheme"], d["cells"], **kw)
+        a = cfg["atoms"]
+        self.atomic = bool(a["enabled"]) and hasattr(drift, "atom_velocity")
+        if self.atomic:
+            scheme = AtomicCircle(scheme, capture_width=a["capture_width"],
+                                  capture_level=a["capture_level"],
+                                  capture_min_mass=a["capture_min_mass"],
+                                  merge_window=a["merge_window"],
+                                  residual_mass=a["residual_mass"])
+        super().__init__(cfg, scheme)
         s = self.scheme
         self.coords = {
             "theta": (s.theta, {"long_name": "cell centre angle", "units": "rad"}),
             "mode": self.mode_coord,
         }
-        self.field_attrs = {"long_name": "probability density w.r.t. d theta (cell averages)",
+        self.field_attrs = {"long_name": "probability density w.r.t. d theta (cell averages; "
+                            "the atoms are atom_position, atom_mass_by_atom)",
                             "units": "1/rad"}
-        self.diag_specs = common_specs("d theta") | {
-            "angular_momentum": ((), "f8", {"long_name": "integral v p d theta"}),
+        self.diag_specs = common_specs("d theta (density and atoms)") | {
+            "angular_momentum": ((), "f8", {"long_name": "integral v dmu (density and atoms)"}),
         }
+        self.snapshot_specs: dict = {}
+        self.event_specs: dict = {}
+        self._events_out = 0
+        if self.atomic:
+            n = a["max"]
+            self.coords["atom"] = (np.arange(n), {"long_name": "atom slot (heaviest first)"})
+            self.coords["part"] = (np.arange(2), {"long_name": "merged atom"})
+            self.diag_specs |= {
+                "atoms": ((), "i4", {"long_name": "number of atoms"}),
+                "atom_mass": ((), "f8", {"long_name": "mass in atoms"}),
+            }
+            self.snapshot_specs = {
+                "atom_position": (("atom",), "f8", {"long_name": "atom angle (NaN: no atom)",
+                                                    "units": "rad"}),
+                "atom_mass_by_atom": (("atom",), "f8", {"long_name": "atom mass (0: no atom)"}),
+            }
+            self.event_specs = {
+                "event_kind": ((), "i1", {"long_name": "0 capture, 1 merge, 2 residual "
+                                          "(solvers.atoms)"}),
+                "event_position": ((), "f8", {"long_name": "angle of the resulting atom",
+                                              "units": "rad"}),
+                "event_mass": ((), "f8", {"long_name": "mass of the resulting atom"}),
+                "event_parts": (("part",), "f8", {"long_name": "masses merged (capture: the "
+                                                 "cluster's, 0)"}),
+                "event_oracle": ((), "f8", {"long_name": "merge: time predicted by the two-"
+                                            "cluster law from the pair's gap at the previous "
+                                            "event (NaN otherwise)"}),
+            }
 
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
-        out.update({"density_measure": "d theta on [0, 2 pi)", "domain": "circle"})
+        out.update({"density_measure": "d theta on [0, 2 pi) plus weighted atoms",
+                    "domain": "circle", "atoms": "enabled" if self.atomic else "disabled"})
         out.update(self.scheme.drift.describe())
         return out
+
+    # ------------------------------------------------------------------ atoms
+    def snapshot_extras(self, state) -> dict[str, np.ndarray]:
+        n = self.cfg["atoms"]["max"]
+        pos, mass = np.full(n, np.nan), np.zeros(n)
+        if self.atomic and self.scheme.count:
+            x, m = self.scheme.positions(state), self.scheme.atoms.masses
+            order = np.argsort(-m)[:n]
+            pos[: order.size], mass[: order.size] = x[order], m[order]
+        return {"atom_position": pos, "atom_mass_by_atom": mass}
+
+    def new_events(self) -> list[tuple[float, dict]]:
+        if not self.atomic:
+            return []
+        events = self.scheme.atoms.events[self._events_out:]
+        self._events_out += len(events)
+        return [(e.t, {"event_kind": EVENT_KINDS.index(e.kind), "event_position": e.position,
+                       "event_mass": e.mass,
+                       "event_parts": np.array([*e.parts, 0.0, 0.0][:2]),
+                       "event_oracle": e.oracle}) for e in events]
+
+    def save_state(self, state, stats) -> tuple[dict, dict]:
+        arrays, scalars = super().save_state(state, stats)
+        if self.atomic:
+            s = self.scheme
+            arrays["atom_masses"] = s.atoms.masses
+            arrays["config_positions"] = s.config_positions
+            scalars["density_mass"] = s.density_mass
+            scalars["config_time"] = s.config_time
+        return arrays, scalars
+
+    def load_state(self, arrays, scalars):
+        state, stats = super().load_state(arrays, scalars)
+        if self.atomic:
+            self.scheme.restore(state, np.asarray(arrays["atom_masses"], float),
+                                float(scalars["density_mass"]),
+                                float(scalars["config_time"]),
+                                np.asarray(arrays["config_positions"], float))
+        return state, stats
 
     def initial_density(self) -> np.ndarray:
         return initial_density(self.cfg, self.scheme.cells)
@@ -106,6 +185,24 @@ class Circle(Domain):
             "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure "
                                "(faster at M >= 16384, plans may differ between processes)",
                                ("estimate", "measure")),
+        },
+        "atoms": {
+            "enabled": Key(True, bool, "clusters narrower than the grid become weighted atoms "
+                           "that move with the exact velocity (solvers.atoms)"),
+            "capture_width": Key(1.5, (int, float), "capture a density cluster once its "
+                                 "standard deviation is at most this many cells", check=gt(0),
+                                 allowed="a number > 0"),
+            "capture_level": Key(2.0, (int, float), "clusters: runs of cells where p > level "
+                                 "x mean(p)", check=gt(1), allowed="a number > 1"),
+            "capture_min_mass": Key(1e-3, (int, float), "lighter clusters are not captured",
+                                    check=ge(0), allowed="a number >= 0"),
+            "merge_window": Key(1e-3, (int, float), "atoms closer than this (radians) merge "
+                                "(seed 000, Def. 6.3)", check=ge(0), allowed="a number >= 0"),
+            "residual_mass": Key(1e-6, (int, float), "a density holding less than this "
+                                 "fraction of the mass joins the nearest atoms", check=ge(0),
+                                 allowed="a number >= 0"),
+            "max": Key(64, int, "atom slots stored per snapshot (the heaviest atoms)",
+                       check=ge(1), allowed="an integer >= 1"),
         },
     }
     spectrum_label = r"$\|P_k\mu\|_{L^2} = |\hat p_k|/\sqrt{\pi}$"

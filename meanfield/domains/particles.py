@@ -104,6 +104,15 @@ class ParticlesProblem:
                                                  "amplitude (a proxy, no histogram noise)"}),
             })
 
+    snapshot_specs: dict = {}  # noqa: RUF012 - read-only: no extras, no events
+    event_specs: dict = {}  # noqa: RUF012
+
+    def snapshot_extras(self, state) -> dict:
+        return {}
+
+    def new_events(self) -> list:
+        return []
+
     def new_stats(self) -> StepStats:
         return StepStats()
 

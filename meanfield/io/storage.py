@@ -179,8 +179,9 @@ class RunWriter:
         self.level = level if compression == "gzip" else None
         self.estimated_bytes: int | None = None
         self.reopened = False
-        self._snaps: list[tuple[float, np.ndarray]] = []
+        self._snaps: list[tuple[float, np.ndarray, Mapping[str, Any]]] = []
         self._diags: list[tuple[float, Mapping[str, Any]]] = []
+        self._events: list[tuple[float, Mapping[str, Any]]] = []
         self._snap_bytes = 0
 
     def _fail(self, exc: BaseException, path: Path | None = None) -> StorageError:
@@ -195,8 +196,10 @@ class RunWriter:
             return 0
 
     def _buffered_bytes(self) -> int:
-        diag = sum(sum(np.asarray(v).nbytes for v in d.values()) + 8 for _, d in self._diags)
-        return self._snap_bytes + 8 * len(self._snaps) + diag
+        rows = [d for _, d in self._diags] + [e for _, e in self._events] + [
+            x for _, _, x in self._snaps]
+        extra = sum(sum(np.asarray(v).nbytes for v in d.values()) + 8 for d in rows)
+        return self._snap_bytes + 8 * len(self._snaps) + extra
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -206,8 +209,12 @@ class RunWriter:
                diag_specs: Mapping[str, tuple[tuple[str, ...], str, dict]],
                compression: str = "gzip", level: int = 4,
                static: Mapping[str, tuple[np.ndarray, dict, tuple[str, ...]]] | None = None,
+               snapshot_specs: Mapping[str, tuple[tuple[str, ...], str, dict]] | None = None,
+               event_specs: Mapping[str, tuple[tuple[str, ...], str, dict]] | None = None,
                ) -> RunWriter:
-        """``diag_specs``: name -> (extra dims, dtype, attrs) of each diagnostic series."""
+        """``diag_specs``: name -> (extra dims, dtype, attrs) of each diagnostic series;
+        ``snapshot_specs`` the same for datasets stored with every snapshot (axis ``time``),
+        ``event_specs`` for a table of events (axis ``event_time``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         ensure_room(path, MARGIN_BYTES, MARGIN_BYTES, None)
         try:
@@ -217,21 +224,26 @@ class RunWriter:
             raise StorageError(path, exc) from None
         w = cls(f, compression, level)
         try:
-            w._layout(attrs, coords, field, field_dims, field_attrs, diag_specs, static)
+            w._layout(attrs, coords, field, field_dims, field_attrs, diag_specs, static,
+                      snapshot_specs or {}, event_specs or {})
             f.flush()
         except (OSError, RuntimeError) as exc:
             w.abandon(fatal=True)
             raise w._fail(exc) from None
         return w
 
-    def _layout(self, attrs, coords, field, field_dims, field_attrs, diag_specs, static):
+    def _layout(self, attrs, coords, field, field_dims, field_attrs, diag_specs, static,
+                snapshot_specs, event_specs):
         f = self.f
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         for k, v in attrs.items():
             f.attrs[k] = _attr(v)
         time_unit = str(attrs.get("time_unit", "raw"))
-        for name, long_name in (("time", "snapshot time"), ("diag_time", "diagnostics time")):
+        axes = [("time", "snapshot time"), ("diag_time", "diagnostics time")]
+        if event_specs:
+            axes.append(("event_time", "event time"))
+        for name, long_name in axes:
             ds = f.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8",
                                   chunks=(1024,))
             ds.attrs.update({"long_name": f"{long_name} ({time_unit} time unit, "
@@ -261,17 +273,22 @@ class RunWriter:
         for i, d in enumerate(field_dims, start=1):
             ds.dims[i].attach_scale(f[d])
             ds.dims[i].label = d
-        for name, (dims, dtype, dattrs) in diag_specs.items():
-            extra = tuple(f[d].shape[0] for d in dims)
-            ds = f.create_dataset(name, shape=(0, *extra), maxshape=(None, *extra), dtype=dtype,
-                                  chunks=(256, *extra))
-            ds.attrs.update(dattrs)
-            ds.dims[0].attach_scale(f["diag_time"])
-            ds.dims[0].label = "diag_time"
-            for i, d in enumerate(dims, start=1):
-                ds.dims[i].attach_scale(f[d])
-                ds.dims[i].label = d
-        f.attrs["diagnostics"] = np.array(list(diag_specs), dtype=h5py.string_dtype())
+        for axis, specs in (("diag_time", diag_specs), ("time", snapshot_specs),
+                            ("event_time", event_specs)):
+            for name, (dims, dtype, dattrs) in specs.items():
+                extra = tuple(f[d].shape[0] for d in dims)
+                ds = f.create_dataset(name, shape=(0, *extra), maxshape=(None, *extra),
+                                      dtype=dtype, chunks=(256, *extra))
+                ds.attrs.update(dattrs)
+                ds.dims[0].attach_scale(f[axis])
+                ds.dims[0].label = axis
+                for i, d in enumerate(dims, start=1):
+                    ds.dims[i].attach_scale(f[d])
+                    ds.dims[i].label = d
+        strings = h5py.string_dtype()
+        f.attrs["diagnostics"] = np.array(list(diag_specs), dtype=strings)
+        f.attrs["snapshot_extras"] = np.array(list(snapshot_specs), dtype=strings)
+        f.attrs["events"] = np.array(list(event_specs), dtype=strings)
         f.attrs["field"] = field
 
     @classmethod
@@ -284,9 +301,15 @@ class RunWriter:
         return w
 
     # ---------------------------------------------------------------- appending
-    def append_snapshot(self, t: float, values: np.ndarray) -> None:
+    def _names(self, attr: str) -> list[str]:
+        return [str(n) for n in self.f.attrs.get(attr, [])]
+
+    def append_snapshot(self, t: float, values: np.ndarray,
+                        extras: Mapping[str, Any] | None = None) -> None:
         values = np.array(values, dtype=float, copy=True)
-        self._snaps.append((float(t), values))
+        extras = {n: np.array((extras or {})[n], copy=True)
+                  for n in self._names("snapshot_extras")}
+        self._snaps.append((float(t), values, extras))
         self._snap_bytes += values.nbytes
         if self._snap_bytes >= FLUSH_BYTES:
             self.flush()
@@ -298,6 +321,12 @@ class RunWriter:
         if len(self._diags) >= FLUSH_RECORDS:
             self.flush()
 
+    def append_events(self, rows) -> None:
+        """Rows (t, {name: value}) of the event table."""
+        names = self._names("events")
+        for t, row in rows:
+            self._events.append((float(t), {n: np.array(row[n], copy=True) for n in names}))
+
     def flush(self) -> None:
         """Write the buffered records (one resize and one write per dataset) and flush."""
         pending = self._buffered_bytes()
@@ -305,9 +334,16 @@ class RunWriter:
         try:
             f = self.f
             if self._snaps:
-                _extend(f["time"], np.array([t for t, _ in self._snaps]))
-                _extend(f[str(f.attrs["field"])], np.stack([v for _, v in self._snaps]))
+                _extend(f["time"], np.array([t for t, _, _ in self._snaps]))
+                _extend(f[str(f.attrs["field"])], np.stack([v for _, v, _ in self._snaps]))
+                for name in self._names("snapshot_extras"):
+                    _extend(f[name], np.stack([x[name] for _, _, x in self._snaps]))
                 self._snaps, self._snap_bytes = [], 0
+            if self._events:
+                _extend(f["event_time"], np.array([t for t, _ in self._events]))
+                for name in self._names("events"):
+                    _extend(f[name], np.stack([e[name] for _, e in self._events]))
+                self._events = []
             if self._diags:
                 _extend(f["diag_time"], np.array([t for t, _ in self._diags]))
                 for name in f.attrs["diagnostics"]:
@@ -318,10 +354,11 @@ class RunWriter:
         except (OSError, RuntimeError) as exc:
             raise self._fail(exc) from None
 
-    def counts(self) -> tuple[int, int]:
-        """(snapshots, diagnostic records) in the file, buffered ones included."""
+    def counts(self) -> tuple[int, int, int]:
+        """(snapshots, diagnostic records, events) in the file, buffered ones included."""
+        events = self.f["event_time"].shape[0] if "event_time" in self.f else 0
         return (self.f["time"].shape[0] + len(self._snaps),
-                self.f["diag_time"].shape[0] + len(self._diags))
+                self.f["diag_time"].shape[0] + len(self._diags), events + len(self._events))
 
     # ---------------------------------------------------------------- state
     def set_status(self, status: str, message: str = "") -> None:
@@ -350,9 +387,10 @@ class RunWriter:
                     g.create_dataset(k, data=v)
                 for k, v in scalars.items():
                     g.attrs[k] = v
-                n_snap, n_diag = self.counts()
+                n_snap, n_diag, n_event = self.counts()
                 g.attrs["n_snapshots"] = n_snap
                 g.attrs["n_diagnostics"] = n_diag
+                g.attrs["n_events"] = n_event
                 c.attrs["status"] = status
                 c.attrs["updated"] = _now()
             with open(tmp, "rb+") as fh:
@@ -399,7 +437,7 @@ class RunWriter:
         """Stop writing: drop the buffers and close the file (after a refused write the file
         is healthy and closes normally). After a ``fatal`` failure the HDF5 file is left
         open, since closing it could crash the process: the caller exits."""
-        self._snaps, self._diags, self._snap_bytes = [], [], 0
+        self._snaps, self._diags, self._events, self._snap_bytes = [], [], [], 0
         self._dead = True
         if fatal:
             _silence_h5py_deallocs()
@@ -491,14 +529,16 @@ def restore_live_from_checkpoint(final_path: Path) -> tuple[Path, dict, dict]:
     try:
         clone_file(ckpt, live)
         with h5py.File(live, "r+") as f:
-            n_snap = int(scalars["n_snapshots"])
-            n_diag = int(scalars["n_diagnostics"])
-            if f["time"].shape[0] != n_snap or f["diag_time"].shape[0] != n_diag:
-                f["time"].resize(n_snap, axis=0)
-                f[f.attrs["field"]].resize(n_snap, axis=0)
-                f["diag_time"].resize(n_diag, axis=0)
-                for name in f.attrs["diagnostics"]:
-                    f[name].resize(n_diag, axis=0)
+            counts = {"time": int(scalars["n_snapshots"]),
+                      "diag_time": int(scalars["n_diagnostics"]),
+                      "event_time": int(scalars.get("n_events", 0))}
+            members = {"time": [f.attrs["field"], *f.attrs.get("snapshot_extras", [])],
+                       "diag_time": list(f.attrs["diagnostics"]),
+                       "event_time": list(f.attrs.get("events", []))}
+            for axis, n in counts.items():
+                if axis in f and f[axis].shape[0] != n:
+                    for name in [axis, *members[axis]]:
+                        f[str(name)].resize(n, axis=0)
             del f["checkpoint"]
     except (OSError, RuntimeError) as exc:
         live.unlink(missing_ok=True)

@@ -90,8 +90,11 @@ class Convolution:
             return
         x = np.asarray(positions, float)
         self._atoms = (x, m)
-        c, g = self._pair_potential(self.grid.theta, x, m)
-        self._atom_c, self._atom_g = c, g
+        # the atoms' potential and its derivative at the cell centres, spectrally (exact to
+        # round-off while lambda_k is negligible beyond M/2, as for the density itself)
+        coef = self.grid.point_coefficients(x, m, self._lam_point)
+        self._atom_c = self.grid.fft.inverse(coef)
+        self._atom_g = self.grid.fft.inverse(coef * self._ik)
 
     def _pair_potential(self, at: np.ndarray, x: np.ndarray, m: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +134,10 @@ class Convolution:
         self._both_op = grid.convolution([self._conv, self._grad])
         k = np.arange(m // 2 + 1)
         lam = circle_multipliers(self.kernel, m, cell_averages=False).real
+        self._lam_point = lam.astype(complex)
+        self._ik = 1j * k
+        if m % 2 == 0:
+            self._ik[-1] = 0.0  # the Nyquist derivative (its sign is undefined)
         rates = self.rate * (k**2 * lam / TWO_PI)     # gamma_k (USA, mass 1), d = 2
         if self.model == "sa":
             rates = rates / self._z_uniform(lam[0])
