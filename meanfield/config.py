@@ -100,6 +100,25 @@ CORE: dict[str, dict[str, Key]] = {
         "normalize_file": Key(False, bool, "file: divide the density by its mass instead of "
                               "refusing a mass other than 1 (w.r.t. the domain's measure)"),
     },
+    "atoms": {
+        "enabled": Key(True, bool, "clusters narrower than the grid become weighted atoms "
+                       "that move with the exact velocity (circle: solvers.atoms; sphere: the "
+                       "hand-off of solvers.sphere_atoms once the spectrum is unresolved)"),
+        "capture_width": Key(1.5, NUM, "circle: capture a density cluster once its standard "
+                             "deviation is at most this many cells", check=gt(0),
+                             allowed="a number > 0"),
+        "capture_level": Key(2.0, NUM, "clusters: regions where p > level x mean(p)",
+                             check=gt(1), allowed="a number > 1"),
+        "capture_min_mass": Key(1e-3, NUM, "circle: lighter clusters are not captured",
+                                check=ge(0), allowed="a number >= 0"),
+        "merge_window": Key(1e-3, NUM, "atoms closer than this (radians) merge (seed 000, "
+                            "Def. 6.3)", check=ge(0), allowed="a number >= 0"),
+        "residual_mass": Key(1e-6, NUM, "circle: a density holding less than this fraction "
+                             "of the mass joins the nearest atoms", check=ge(0),
+                             allowed="a number >= 0"),
+        "max": Key(64, int, "atom slots stored per snapshot (the heaviest atoms)",
+                   check=ge(1), allowed="an integer >= 1"),
+    },
     "time": {
         "t_end": Key(1.0, NUM, "final time (in model.time_unit)",
                      check=lambda v: math.isfinite(v) and v > 0, allowed="a finite number > 0"),
@@ -151,8 +170,8 @@ CORE: dict[str, dict[str, Key]] = {
 }
 
 #: section order of the full schema (domain sections such as [particles] go before [initial])
-_ORDER = ("model", "drift", "discretization", "particles", "initial", "time", "stop", "output",
-          "analysis")
+_ORDER = ("model", "drift", "discretization", "particles", "atoms", "initial", "time", "stop",
+          "output", "analysis")
 
 
 def _build_schema() -> tuple[dict[str, dict[str, Key]], dict[tuple[str, str], str]]:

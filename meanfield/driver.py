@@ -117,6 +117,8 @@ def plan(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = Fa
 
 def unresolved_rule(cfg: dict, t: float, diag: dict) -> str | None:
     """Stop once a spectral solution reports it is no longer resolved (stop.unresolved)."""
+    if diag.get("handoff_pending"):  # the grid hands its clusters to atoms instead
+        return None
     if cfg["stop"].get("unresolved", False) and "resolved" in diag and not diag["resolved"]:
         return (f"stopped at t = {t:.6g}: no longer resolved (spectral tail fraction "
                 f"{diag.get('tail_fraction', float('nan')):.2e}); raise lmax, or set "

@@ -87,8 +87,17 @@ def profile_figures(run, res, out: Path, stem: str, title: str, period: float) -
     cb = fig.colorbar(mesh, ax=ax)
     cb.set_label(r"$p(t,\theta) - \bar p$ (asinh scale, linear width = initial noise)",
                  fontsize=8)
+    pos = run.extra("atom_position") if hasattr(run, "extra") else None
+    if pos is not None:
+        x, m = pos[()], run.extra("atom_mass_by_atom")[()]
+        tt = np.broadcast_to(times[:, None], x.shape)
+        ok = m > 0
+        if ok.any():
+            ax.scatter(tt[ok], np.mod(x[ok], period), s=4 + 40 * m[ok] / m[ok].max(),
+                       c="k", marker="o", lw=0, label="atoms (size ~ mass)", zorder=3)
     if res.get("exit_time") is not None:
         ax.axvline(res["exit_time"], color="k", ls="--", lw=1, label="exit from uniform")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel(f"t ({unit} time)" + (", log scale" if log_t else ""))
     ax.set_ylabel(r"$\theta$" + (" (angle to the pole)" if period < 4 else ""))

@@ -113,8 +113,6 @@ class AtomicCircle:
         if not hasattr(scheme.drift, "atom_velocity"):
             raise InputError("atoms", f"the drift {scheme.drift.name!r} does not support "
                              "atoms")
-        if scheme.integrator != "ssprk3" and scheme.name == "lf":  # pragma: no cover
-            raise InputError("atoms", "Lax-Friedrichs averages the state: use fv2 or rusanov")
         self.scheme = scheme
         self.capture_width = check_positive(capture_width, "atoms.capture_width")
         self.capture_level = check_positive(capture_level, "atoms.capture_level", minimum=1.0)
@@ -377,10 +375,18 @@ class AtomicCircle:
         """Atom positions right after the last event."""
         return self._config[1]
 
+    @property
+    def since_capture(self) -> int:
+        """Steps since clusters were last examined for capture (part of the exact state)."""
+        return self._since_capture
+
     def restore(self, state: np.ndarray, masses: np.ndarray, density_mass: float,
-                config_time: float, config_positions: np.ndarray) -> None:
+                config_time: float, config_positions: np.ndarray,
+                since_capture: int = 0) -> None:
         """Take back the atoms' part of a saved state (checkpoints): masses, the density's
-        mass, the configuration at the last event; positions come from ``state``."""
+        mass, the configuration at the last event, the capture counter; positions come from
+        ``state``."""
+        self._since_capture = int(since_capture)
         self.atoms = AtomState(np.asarray(masses, float).copy())
         self.density_mass = float(density_mass)
         x = np.mod(state[self.cells:], TWO_PI)
@@ -423,6 +429,31 @@ class AtomicCircle:
         while (hi - i0) < m // 2 and floor < p[(hi + 1) % m] <= p[hi % m]:
             hi += 1
         return np.arange(lo, hi + 1) % m
+
+    def run(self, p0, t_end: float, times=None, *, observer=None, modes: int | None = None,
+            progress: bool = False):
+        """Integrate the density ``p0`` (atoms appear by capture) to ``t_end``; a
+        ``CircleResult`` whose diagnostics include ``atoms`` and ``atom_mass`` and whose
+        ``meta`` holds the final ``atom_positions``, ``atom_masses`` and the ``events``."""
+        from solvers.base import InMemory
+        from solvers.circle import CircleResult
+        from solvers.stepping import output_times, run_outputs
+
+        state = self.split(self.check_density(p0))
+        t_end, out_times = output_times(times, t_end)
+        last = {}
+
+        def keep(st):
+            last["state"] = st
+            return self.join(st)
+
+        r = run_outputs(InMemory(self, modes), state, out_times, observer=observer,
+                        snapshot=keep, progress=progress)
+        meta = {"wall_seconds": r["wall_seconds"], "events": list(self.atoms.events),
+                "atom_positions": self.positions(last["state"]),
+                "atom_masses": self.atoms.masses.copy()}
+        return CircleResult(self.theta.copy(), r["times"], r["snapshots"], r["diagnostics"],
+                            r["stats"].steps, r["stats"].max_courant, self.name, meta)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self, state: np.ndarray, modes: int | None = None) -> dict:

@@ -69,15 +69,15 @@ def _file_size_limit(nbytes: int):
 
 
 def test_full_disk_stops_with_one_line_and_keeps_a_resumable_checkpoint(tmp_path):
-    """A 2.5 MB file size limit (a full disk as the process sees it) on a run whose final
-    file is 3.4 MB: exit 74, one line naming the file and the space needed, no temporary
+    """A 3 MB file size limit (a full disk as the process sees it) on a run whose final
+    file is 4.9 MB: exit 74, one line naming the file and the space needed, no temporary
     files left, the last checkpoint intact; without the limit --resume completes the run
     and its file equals an uninterrupted run's."""
-    args = ["--set", "time.t_end=0.5", "--set", "time.n_outputs=101", "--set",
+    args = ["--set", "time.t_end=0.5", "--set", "time.n_outputs=141", "--set",
             "discretization.cells=4096", "--set", "time.diagnostics_per_output=1", "--set",
             "output.compression=none", "--quiet"]
     res = _run("run", *args, "--set", "output.checkpoint_seconds=0", "-o", "f.h5",
-               cwd=tmp_path, preexec=_file_size_limit(2_500_000))
+               cwd=tmp_path, preexec=_file_size_limit(3_000_000))
     assert res.returncode == 74, res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert "f.h5" in res.stderr and "needs about" in res.stderr and "--resume" in res.stderr

@@ -54,7 +54,9 @@ def test_file_round_trip_and_xarray(tmp_path):
         assert ds["spectrum"].dims == ("diag_time", "mode")
         np.testing.assert_allclose(ds["time"].values, np.linspace(0, 0.5, 26))
         assert ds.attrs["model.beta"] == 4.5
+        # the measure is the density plus the atoms that clusters become (solvers.atoms)
         mass = ds["density"].sum("theta").values * 2 * np.pi / 256
+        mass += ds["atom_mass_by_atom"].sum("atom").values
         np.testing.assert_allclose(mass, mass[0], rtol=1e-13)
     with open_run(path) as run:
         assert run.config["model"]["beta"] == 4.5

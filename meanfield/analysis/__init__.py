@@ -102,6 +102,23 @@ def _predicted_exit(s: dict) -> float | None:
     return predicted_exit_time(n, s["beta"], s["dim"], s["model"], delta, s["time_unit"])
 
 
+def _merges(s: dict) -> list[dict[str, Any]]:
+    """Merge events of atoms (circle runs with atoms): time, mass, the two masses, and the
+    two-cluster law's prediction from the pair's gap at the previous event."""
+    run = s.get("run")
+    ev = run.events if run is not None else {}
+    if not ev:
+        return []
+    out = []
+    for t, kind, mass, parts, oracle in zip(ev["event_time"], ev["event_kind"],
+                                            ev["event_mass"], ev["event_parts"],
+                                            ev["event_oracle"], strict=True):
+        if int(kind) == 1:
+            out.append({"t": float(t), "mass": float(mass), "parts": [float(x) for x in parts],
+                        "oracle": float(oracle) if np.isfinite(oracle) else None})
+    return out
+
+
 def analyze(src, *, beta: float | None = None, model: str | None = None,
             time_unit: str | None = None, system: int = 0, **params: Any) -> dict[str, Any]:
     """Analyse a run (any domain) or an in-memory circle result; returns a JSON-ready dict.
@@ -143,6 +160,7 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
             pred = float(growth_rate(k_fit, s["beta"], s["dim"], s["model"], s["time_unit"]))
             fit.update({"k": k_fit, "predicted": pred,
                         "relative_error": fit["measured"] / pred - 1 if pred else None})
+    merges = _merges(s)
     energy = _series(d, "energy", system)
     mono = None
     if energy is not None and np.all(np.isfinite(energy)):
@@ -159,7 +177,11 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
         "dominant_mode_at_exit": dom_exit,
         "first_plateau_clusters": plateaus[0]["k"] if plateaus else None,
         "final_clusters": int(counts[-1]) if counts.size else None,
-        "metastable": [{k: iv[k] for k in ("k", "t_start", "t_end")} for iv in plateaus],
+        "metastable": [{"k": iv["k"], "t_start": iv["t_start"], "t_end": iv["t_end"],
+                        "length": iv["t_end"] - iv["t_start"]} for iv in plateaus],
+        "first_plateau_length": (plateaus[0]["t_end"] - plateaus[0]["t_start"]
+                                 if plateaus else None),
+        "merges": merges,
         "exit_time": exit_time,
         "exit_time_predicted": _predicted_exit(s),
         "exit_threshold": s["exit_threshold"],
@@ -196,6 +218,12 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"growth rate of mode {fit['k']}: measured {fit['measured']:.6g}, "
                      f"predicted {fit['predicted']:.6g} (relative error "
                      f"{fit['relative_error']:.2e})")
+    merges = res.get("merges") or []
+    if merges:
+        shown = ", ".join(f"{m['t']:.4g}" + (f" (law {m['oracle']:.4g})" if m["oracle"] else "")
+                          for m in merges[:12])
+        lines.append(f"atom merges: {len(merges)} at t = {shown}"
+                     + (" ..." if len(merges) > 12 else ""))
     mind = res["min_density"]
     lines.append(f"mass drift {res['mass_drift']:.1e}, min density "
                  f"{'n/a' if mind is None else format(mind, '.3g')}, "

@@ -21,7 +21,7 @@ from meanfield.domains.base import (
     array_from_file,
     common_specs,
 )
-from meanfield.schema import Key, ge, gt
+from meanfield.schema import Key, ge
 from meanfield.theory.errors import InputError
 from solvers.atoms import EVENT_KINDS, AtomicCircle
 from solvers.circle import make_scheme
@@ -157,6 +157,7 @@ class CircleProblem(GridProblem):
             arrays["config_positions"] = s.config_positions
             scalars["density_mass"] = s.density_mass
             scalars["config_time"] = s.config_time
+            scalars["since_capture"] = s.since_capture
         return arrays, scalars
 
     def load_state(self, arrays, scalars):
@@ -165,7 +166,8 @@ class CircleProblem(GridProblem):
             self.scheme.restore(state, np.asarray(arrays["atom_masses"], float),
                                 float(scalars["density_mass"]),
                                 float(scalars["config_time"]),
-                                np.asarray(arrays["config_positions"], float))
+                                np.asarray(arrays["config_positions"], float),
+                                int(scalars["since_capture"]))
         return state, stats
 
     def initial_density(self) -> np.ndarray:
@@ -185,24 +187,6 @@ class Circle(Domain):
             "fft_planner": Key("estimate", str, "estimate (bit-reproducible) | measure "
                                "(faster at M >= 16384, plans may differ between processes)",
                                ("estimate", "measure")),
-        },
-        "atoms": {
-            "enabled": Key(True, bool, "clusters narrower than the grid become weighted atoms "
-                           "that move with the exact velocity (solvers.atoms)"),
-            "capture_width": Key(1.5, (int, float), "capture a density cluster once its "
-                                 "standard deviation is at most this many cells", check=gt(0),
-                                 allowed="a number > 0"),
-            "capture_level": Key(2.0, (int, float), "clusters: runs of cells where p > level "
-                                 "x mean(p)", check=gt(1), allowed="a number > 1"),
-            "capture_min_mass": Key(1e-3, (int, float), "lighter clusters are not captured",
-                                    check=ge(0), allowed="a number >= 0"),
-            "merge_window": Key(1e-3, (int, float), "atoms closer than this (radians) merge "
-                                "(seed 000, Def. 6.3)", check=ge(0), allowed="a number >= 0"),
-            "residual_mass": Key(1e-6, (int, float), "a density holding less than this "
-                                 "fraction of the mass joins the nearest atoms", check=ge(0),
-                                 allowed="a number >= 0"),
-            "max": Key(64, int, "atom slots stored per snapshot (the heaviest atoms)",
-                       check=ge(1), allowed="an integer >= 1"),
         },
     }
     spectrum_label = r"$\|P_k\mu\|_{L^2} = |\hat p_k|/\sqrt{\pi}$"
@@ -230,6 +214,25 @@ class Circle(Domain):
         return density_cluster_count(snapshot, level=params["cluster_level"],
                                      min_mass=params["cluster_min_mass"],
                                      clustered_fraction=params["clustered_fraction"])
+
+    def cluster_series(self, run, params: dict, system: int = 0) -> np.ndarray:
+        """Counts of the whole measure: each atom's mass is added to its cell (as m/dx)
+        before the density's clusters are counted, so an atom is a cluster and a density
+        cluster around an atom is not counted twice."""
+        pos, mass = run.extra("atom_position"), run.extra("atom_mass_by_atom")
+        if pos is None:
+            return super().cluster_series(run, params, system)
+        out = []
+        for i in range(run.n_snapshots):
+            p = np.array(run.snapshot(i), dtype=float)
+            x, m = pos[i], mass[i]
+            ok = m > 0
+            if ok.any():
+                dx = TWO_PI / p.size
+                cells = np.minimum((np.mod(x[ok], TWO_PI) / dx).astype(int), p.size - 1)
+                np.add.at(p, cells, m[ok] / dx)
+            out.append(self.cluster_count(p, run.coords, params))
+        return np.asarray(out, dtype=int)
 
     def effective_tokens(self, cfg: dict) -> float | None:
         """Token noise: N. White noise sigma per cell on M cells: E|p_hat_k|^2 = (2 pi)^2

@@ -107,6 +107,19 @@ class Run:
         out = {str(k): self._f[str(k)][()] for k in self._f.attrs["diagnostics"]}
         return self.domain_module.upgrade_diagnostics(out, self.format_version)
 
+    def extra(self, name: str) -> h5py.Dataset | None:
+        """A dataset stored with every snapshot (e.g. atom_position), or None."""
+        names = [str(n) for n in self._f.attrs.get("snapshot_extras", [])]
+        return self._f[name] if name in names else None
+
+    @cached_property
+    def events(self) -> dict[str, np.ndarray]:
+        """The event table (``event_time`` and the columns listed in the file), or {}."""
+        names = [str(n) for n in self._f.attrs.get("events", [])]
+        if not names:
+            return {}
+        return {"event_time": self._f["event_time"][()]} | {n: self._f[n][()] for n in names}
+
     def diagnostic_label(self, name: str) -> str | None:
         """The ``long_name`` a file gives a diagnostic series (None if absent)."""
         if name not in self._f:
