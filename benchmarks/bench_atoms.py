@@ -57,7 +57,7 @@ def particles(n: int) -> None:
     keep = cl.masses > 1e-3
     s = AtomicCircle(FiniteVolume(512, BETA, time_unit="scaled"))
     state = s.start(np.zeros(512), cl.centres[keep], cl.masses[keep] / cl.masses[keep].sum())
-    wall, _, final, merges = to_one_cluster(s, state)
+    _, _, final, _ = to_one_cluster(s, state)
     print(f"particles N = {n}: {int(keep.sum())} clusters at t = 300 (masses "
           f"{np.round(np.sort(cl.masses[keep]), 3)}), one cluster at t = {final:.4g}, "
           f"{time.perf_counter() - start:.1f} s wall")
