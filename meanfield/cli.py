@@ -259,9 +259,97 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def _matrix_arg(text: str, name: str):
+    """A matrix given as TOML/JSON nested lists, or a .npy file."""
+    import numpy as np
+
+    from meanfield.config import parse_value
+
+    if text.endswith(".npy"):
+        try:
+            return np.load(text, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(name, f"must be a readable numeric .npy file ({exc})",
+                             text) from None
+    value = parse_value(text)
+    try:
+        arr = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 2:
+        raise InputError(name, "must be a matrix: nested lists like [[1, 0], [0, 2]] or a "
+                         ".npy file", text)
+    return arr
+
+
+def _cmd_attention(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from meanfield.theory.attention import attention_matrices, attention_report
+
+    if args.ensemble:
+        at = attention_matrices(args.ensemble, int(args.dim), args.scale, args.seed)
+        b, v = at.A, at.V
+    else:
+        if args.V is None or (args.B is None and (args.Q is None or args.K is None)):
+            raise InputError("--B", "give --B and --V, or --Q, --K and --V, or --ensemble")
+        b = _matrix_arg(args.B, "--B") if args.B is not None else \
+            _matrix_arg(args.Q, "--Q").T @ _matrix_arg(args.K, "--K")
+        v = _matrix_arg(args.V, "--V")
+    rep = attention_report(b, v)
+    out = rep.as_dict()
+    if args.beta is not None and np.allclose(b, np.eye(b.shape[0])) \
+            and np.allclose(v, np.eye(b.shape[0])):
+        from meanfield.theory.growth import growth_rate
+
+        ks = np.arange(1, 9)
+        out["isotropic_sa_rates"] = {int(k): float(growth_rate(k, args.beta, b.shape[0], "sa"))
+                                     for k in ks}
+    if args.json:
+        print(json.dumps(out, allow_nan=False))
+        return 0
+    fmt = np.array2string
+    print(f"A = V B^T, d = {out['d']}: A1 (B invertible) {out['A1_B_invertible']}, "
+          f"A2 (A symmetric) {out['A2_A_symmetric']}")
+    print(f"eigenvalues of A: {fmt(rep.mu, precision=6)}; mu_1 = {rep.mu[0]:.6g}, "
+          f"k = dim E = {rep.multiplicity}, gap gamma = {rep.gap:.6g}")
+    print(f"E (rows):     {fmt(rep.E.T, precision=6)}")
+    print(f"F (V, largest eigenvalue):  {fmt(rep.F.T, precision=6)}")
+    print(f"F_abs (V, largest modulus): {fmt(rep.F_abs.T, precision=6)}")
+    print(f"sigma_min(B) = {rep.sigma_min:.6g}, sigma_max(B) = {rep.sigma_max:.6g}; "
+          f"collapse rate gamma/sigma_max(B) = {rep.collapse_rate():.6g} (p = 1)")
+    if out["circle_w2_rate"] is not None:
+        print(f"circle, zero temperature: exact W_2 rate {out['circle_w2_rate']:.6g}")
+    if "isotropic_sa_rates" in out:
+        rates = ", ".join(f"{k}: {g:.6g}" for k, g in out["isotropic_sa_rates"].items())
+        print(f"B = V = I: SA growth rates k^2 I_k(beta)/(beta I_0(beta)): {rates}")
+    return 0
+
+
+def _add_attention(sub) -> None:
+    p = sub.add_parser("attention", help="spectral data of general attention matrices "
+                       "(seed 004: A = V B^T, E, F, gap, rates)",
+                       description="Theory of the low-temperature regime (docs/conventions.md "
+                       "§3): from B = Q^T K and V, the top eigenspace E of A = V B^T, its "
+                       "gap, the top eigenspaces F and F_abs of V, the singular values of B "
+                       "and the predicted rates.")
+    p.add_argument("--B", metavar="MATRIX", help="B = Q^T K as [[..], [..]] or a .npy file")
+    p.add_argument("--Q", metavar="MATRIX")
+    p.add_argument("--K", metavar="MATRIX")
+    p.add_argument("--V", metavar="MATRIX")
+    p.add_argument("--ensemble", choices=["identity", "gaussian", "orthogonal", "symmetric-psd"],
+                   help="draw Q, K, V from a named ensemble")
+    p.add_argument("--dim", default=2, type=_positive_int("--dim"))
+    p.add_argument("--scale", default=1.0, type=float)
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--beta", type=_beta_value, help="also the isotropic SA rates (B = V = I)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_attention)
+
+
 #: sub-command registrars; later layers append theirs here
 COMMANDS: list[Callable] = [_add_kmax, _add_info, _add_config, _add_run, _add_analyze,
-                            _add_plot, _add_sweep]
+                            _add_plot, _add_sweep, _add_attention]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,7 +113,7 @@ CORE: dict[str, dict[str, Key]] = {
                                 check=ge(0), allowed="a number >= 0"),
         "merge_window": Key(1e-3, NUM, "atoms closer than this (radians) merge (seed 000, "
                             "Def. 6.3)", check=ge(0), allowed="a number >= 0"),
-        "residual_mass": Key(1e-6, NUM, "circle: a density holding less than this fraction "
+        "residual_mass": Key(1e-5, NUM, "circle: a density holding less than this fraction "
                              "of the mass joins the nearest atoms", check=ge(0),
                              allowed="a number >= 0"),
         "max": Key(64, int, "atom slots stored per snapshot (the heaviest atoms)",

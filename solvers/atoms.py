@@ -53,7 +53,7 @@ LINEAR_FRACTION = 0.05
 #: a bump extends from its peak down to this fraction of the peak (or its next minimum)
 BUMP_FLOOR = 1e-3
 #: density clusters are examined for capture every this many steps
-CAPTURE_EVERY = 4
+CAPTURE_EVERY = 8
 
 
 @dataclass
@@ -109,7 +109,7 @@ class AtomicCircle:
 
     def __init__(self, scheme, *, capture_width: float = 1.5, capture_level: float = 2.0,
                  capture_min_mass: float = 1e-3, merge_window: float = 1e-3,
-                 residual_mass: float = 1e-9) -> None:
+                 residual_mass: float = 1e-5) -> None:
         if not hasattr(scheme.drift, "atom_velocity"):
             raise InputError("atoms", f"the drift {scheme.drift.name!r} does not support "
                              "atoms")
@@ -271,12 +271,16 @@ class AtomicCircle:
         q, x = self.parts(state)
         x_before = before[self.cells:] if before is not None and before.size == state.size \
             else None
-        p = self.scheme.join(q)
         masses = self.atoms.masses
+        self._since_capture += 1
+        periodic = self._since_capture >= CAPTURE_EVERY
+        if not periodic and not self._merge_due(x):
+            return state  # nothing to do on this step (the common case)
+        p = self.scheme.join(q)
         positions = np.mod(x, TWO_PI)
         changed = False
-        # absorb: the atom's own cell flows into it
-        if masses.size:
+        # absorb: the atom's own cell flows into it (every CAPTURE_EVERY steps)
+        if masses.size and periodic:
             cells = np.minimum((positions / self.dx).astype(int), self.cells - 1)
             for j, i in enumerate(cells):
                 dm = p[i] * self.dx
@@ -288,10 +292,8 @@ class AtomicCircle:
                     changed = True
         # capture: narrow density clusters (every CAPTURE_EVERY steps; none in a near-uniform
         # density, which is never above the level)
-        self._since_capture += 1
-        capture = (self._since_capture >= CAPTURE_EVERY
-                   and float(p.max()) > self.capture_level * float(p.mean()))
-        if self._since_capture >= CAPTURE_EVERY:
+        capture = periodic and float(p.max()) > self.capture_level * float(p.mean())
+        if periodic:
             self._since_capture = 0
         for cl in (density_clusters(p, level=self.capture_level,
                                     min_mass=self.capture_min_mass) if capture else ()):
@@ -393,6 +395,14 @@ class AtomicCircle:
         self.scheme.drift.set_atoms(x, self.atoms.masses)
         self._last_positions = x
         self._config = (float(config_time), np.asarray(config_positions, float).copy())
+
+    def _merge_due(self, x: np.ndarray) -> bool:
+        """Whether two atoms are closer than the merge window (a sort of A angles)."""
+        if x.size < 2:
+            return False
+        s = np.sort(np.mod(x, TWO_PI))
+        return bool(min(float(np.diff(s).min()), float(s[0] + TWO_PI - s[-1]))
+                    < self.merge_window)
 
     def _oracle(self, a: int, b: int, masses: np.ndarray) -> float:
         """Merge time the two-cluster law predicts for atoms a, b from their gap at the last

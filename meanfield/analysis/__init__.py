@@ -110,9 +110,11 @@ def _merges(s: dict) -> list[dict[str, Any]]:
     if not ev:
         return []
     out = []
+    n = ev["event_time"].size
+    oracles = ev.get("event_oracle", np.full(n, np.nan))
     for t, kind, mass, parts, oracle in zip(ev["event_time"], ev["event_kind"],
-                                            ev["event_mass"], ev["event_parts"],
-                                            ev["event_oracle"], strict=True):
+                                            ev["event_mass"], ev["event_parts"], oracles,
+                                            strict=True):
         if int(kind) == 1:
             out.append({"t": float(t), "mass": float(mass), "parts": [float(x) for x in parts],
                         "oracle": float(oracle) if np.isfinite(oracle) else None})

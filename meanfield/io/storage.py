@@ -277,8 +277,10 @@ class RunWriter:
                             ("event_time", event_specs)):
             for name, (dims, dtype, dattrs) in specs.items():
                 extra = tuple(f[d].shape[0] for d in dims)
+                row = np.dtype(dtype).itemsize * int(np.prod(extra))
                 ds = f.create_dataset(name, shape=(0, *extra), maxshape=(None, *extra),
-                                      dtype=dtype, chunks=(256, *extra))
+                                      dtype=dtype, chunks=(max(8, min(256, 16384 // row)),
+                                                           *extra))
                 ds.attrs.update(dattrs)
                 ds.dims[0].attach_scale(f[axis])
                 ds.dims[0].label = axis

@@ -89,3 +89,105 @@ def attention_matrices(qkv: str | Sequence[ArrayLike] = "identity", dim: int = 2
 def _haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     qm, r = np.linalg.qr(rng.standard_normal((d, d)))
     return qm * np.sign(np.diag(r))  # sign fix makes the law Haar (Mezzadri 2007)
+
+
+@dataclass(frozen=True)
+class AttentionReport:
+    """Spectral data of a general attention layer (B = Q^T K, V) for the low-temperature
+    theory of seed 004 (docs/conventions.md §3): A = V B^T and its top eigenspace E, the top
+    eigenspaces F (largest eigenvalue) and F_abs (largest modulus) of V, the singular values
+    of B and the predicted rates. Eigenvalues of non-symmetric matrices are ordered by their
+    real part (F) or modulus (F_abs); spaces are orthonormal bases (columns)."""
+
+    B: np.ndarray
+    V: np.ndarray
+    A: np.ndarray
+    invertible: bool            # A1: B invertible
+    symmetric: bool             # A2: A = V B^T symmetric
+    mu: np.ndarray              # eigenvalues of A (real parts if A is not symmetric), desc.
+    multiplicity: int           # k = dim E
+    E: np.ndarray               # (d, k) orthonormal basis of the top eigenspace of A
+    gap: float                  # gamma = mu_1 - mu_2 (inf when k = d)
+    F: np.ndarray               # top eigenspace of V (largest real part)
+    F_abs: np.ndarray           # eigenspace of V's eigenvalue of largest modulus
+    sigma_min: float
+    sigma_max: float
+
+    def collapse_rate(self, p: float = 1.0) -> float:
+        """p gamma / sigma_max(B): the rate of W_2(rho_t, Pi_# rho_0) <= sqrt(2 V_p)
+        e^{-p gamma t / sigma_max(B)} at beta = inf (seed 004, Cor. 2; p in (0, 1],
+        p < k/2 for a positive density)."""
+        return p * self.gap / self.sigma_max
+
+    def circle_rate(self) -> float | None:
+        """d = 2, dim E = 1: the exact zero-temperature W_2 decay rate of a positive
+        density, min(gamma / |B^T e|, gamma / (2 |B^T e_perp|)) (notes-004 X4)."""
+        if self.A.shape[0] != 2 or self.multiplicity != 1:
+            return None
+        e = self.E[:, 0]
+        perp = np.array([-e[1], e[0]])
+        return float(min(self.gap / np.linalg.norm(self.B.T @ e),
+                         self.gap / (2 * np.linalg.norm(self.B.T @ perp))))
+
+    def projection(self, x: np.ndarray) -> np.ndarray:
+        """Pi(x) = P_E x / |P_E x| (rows of x; NaN rows on E^perp)."""
+        pe = (np.asarray(x, float) @ self.E) @ self.E.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return pe / np.linalg.norm(pe, axis=-1, keepdims=True)
+
+    def as_dict(self) -> dict:
+        def num(v):
+            return None if not np.isfinite(v) else float(v)
+        return {"d": int(self.A.shape[0]), "A1_B_invertible": self.invertible,
+                "A2_A_symmetric": self.symmetric, "mu": [float(m) for m in self.mu],
+                "mu_1": float(self.mu[0]), "multiplicity_k": self.multiplicity,
+                "gap_gamma": num(self.gap), "E": self.E.T.tolist(), "F": self.F.T.tolist(),
+                "F_abs": self.F_abs.T.tolist(), "sigma_min_B": self.sigma_min,
+                "sigma_max_B": self.sigma_max, "collapse_rate_p1": num(self.collapse_rate()),
+                "circle_w2_rate": self.circle_rate()}
+
+
+def _top_space(w: np.ndarray, vecs: np.ndarray, key: np.ndarray, tol: float) -> np.ndarray:
+    """Orthonormal basis of the span of the eigenvectors whose ``key`` is within tol of the
+    largest (real parts of complex pairs give a real 2-plane)."""
+    top = key.max()
+    sel = np.abs(key - top) <= tol * max(1.0, abs(top))
+    basis = np.concatenate([vecs[:, sel].real, vecs[:, sel].imag], axis=1)
+    u, s, _ = np.linalg.svd(basis, full_matrices=False)
+    return u[:, s > 1e-10 * s.max()]
+
+
+def attention_report(B, V, tol: float = 1e-10) -> AttentionReport:
+    """The spectral data of (B, V) that seed 004's theory uses (see :class:`AttentionReport`).
+
+    ``tol`` (relative) decides equal eigenvalues, the symmetry of A and the invertibility of
+    B (sigma_min(B) > tol sigma_max(B))."""
+    b = np.asarray(B, dtype=float)
+    v = np.asarray(V, dtype=float)
+    if b.ndim != 2 or b.shape[0] != b.shape[1] or v.shape != b.shape \
+            or not (np.all(np.isfinite(b)) and np.all(np.isfinite(v))):
+        raise InputError("B, V", "must be finite square matrices of the same shape",
+                         (b.shape, v.shape))
+    d = b.shape[0]
+    a = v @ b.T
+    sv = np.linalg.svd(b, compute_uv=False)
+    invertible = bool(sv[-1] > tol * sv[0])
+    symmetric = bool(np.linalg.norm(a - a.T) <= tol * max(np.linalg.norm(a), 1e-300))
+    if symmetric:
+        mu, vecs = np.linalg.eigh(0.5 * (a + a.T))
+        mu, vecs = mu[::-1], vecs[:, ::-1]
+        k = int(np.sum(np.abs(mu - mu[0]) <= tol * max(1.0, abs(mu[0]))))
+        e = vecs[:, :k]
+    else:
+        w, vecs = np.linalg.eig(a)
+        order = np.argsort(-w.real, kind="stable")
+        w, vecs = w[order], vecs[:, order]
+        e = _top_space(w, vecs, w.real, tol)
+        k = e.shape[1]
+        mu = w.real
+    gap = float(mu[0] - mu[k]) if k < d else math.inf
+    wv, vv = np.linalg.eig(v)
+    f = _top_space(wv, vv, wv.real, tol)
+    f_abs = _top_space(wv, vv, np.abs(wv), tol)
+    return AttentionReport(b, v, a, invertible, symmetric, np.asarray(mu, float), k, e, gap,
+                           f, f_abs, float(sv[-1]), float(sv[0]))

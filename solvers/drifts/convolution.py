@@ -25,7 +25,7 @@ from meanfield.theory.checks import check_beta, check_model, check_time_unit
 from meanfield.theory.energy import energy_from_scaled
 from meanfield.theory.errors import InputError
 from meanfield.theory.kernels import ExponentialKernel, Kernel
-from solvers.circle_grid import TWO_PI, circle_multipliers
+from solvers.circle_grid import TWO_PI, circle_multipliers, powers
 
 #: raw-time USA velocities ~ e^beta overflow float64 beyond beta ~ 709
 RAW_BETA_LIMIT = 700.0
@@ -91,8 +91,11 @@ class Convolution:
         x = np.asarray(positions, float)
         self._atoms = (x, m)
         # the atoms' potential and its derivative at the cell centres, spectrally (exact to
-        # round-off while lambda_k is negligible beyond M/2, as for the density itself)
-        coef = self.grid.point_coefficients(x, m, self._lam_point)
+        # round-off while lambda_k is negligible beyond M/2, as for the density itself):
+        # c_a(theta_n) = (1/2 pi) sum_k lambda_k S_k e^{ik theta_n}, S_k = sum_a m_a e^{-ik x_a}
+        z = powers(np.exp(-1j * x), self.cells // 2 + 1)      # e^{-ik x_a}, reused below
+        self._atom_powers = z
+        coef = (m @ z) * self._atom_mult
         self._atom_c = self.grid.fft.inverse(coef)
         self._atom_g = self.grid.fft.inverse(coef * self._ik)
 
@@ -110,14 +113,16 @@ class Convolution:
         potential and its derivative by their Fourier series at the atoms' positions, the
         atoms' own by the kernel (a self term has sin 0 = 0). Run's time unit."""
         x, m = self._atoms
+        # e^{ik (x_a - dx/2)}: the conjugated powers of set_atoms times the half-cell shift
+        phase = np.conj(self._atom_powers) * self._half_shift
         spec = self.grid.fft.forward(q)
-        g = self.grid.at_points(self._grad * spec, x)
+        g = (phase @ (self._point_weights * self._grad * spec)).real / self.cells
         c_aa, g_aa = self._pair_potential(x, x, m)
         g += g_aa
         if self.model == "usa":
             return g * self.rate
-        c = self.grid.at_points(self._conv * spec, x) + self._conv[0].real * self.background
-        c += c_aa
+        c = (phase @ (self._point_weights * self._conv * spec)).real / self.cells
+        c += self._conv[0].real * self.background + c_aa
         return g / self._partition(c)
 
     def bind(self, grid) -> None:
@@ -134,10 +139,17 @@ class Convolution:
         self._both_op = grid.convolution([self._conv, self._grad])
         k = np.arange(m // 2 + 1)
         lam = circle_multipliers(self.kernel, m, cell_averages=False).real
-        self._lam_point = lam.astype(complex)
         self._ik = 1j * k
         if m % 2 == 0:
             self._ik[-1] = 0.0  # the Nyquist derivative (its sign is undefined)
+        # atoms: grid coefficients of point masses, and point evaluation of the density's
+        # fields (see CircleGrid.point_coefficients and at_points)
+        self._atom_mult = (m / TWO_PI) * lam * np.exp(0.5j * k * self.dx)
+        self._half_shift = np.exp(-0.5j * k * self.dx)
+        self._point_weights = np.full(k.size, 2.0)
+        self._point_weights[0] = 1.0
+        if m % 2 == 0:
+            self._point_weights[-1] = 1.0
         rates = self.rate * (k**2 * lam / TWO_PI)     # gamma_k (USA, mass 1), d = 2
         if self.model == "sa":
             rates = rates / self._z_uniform(lam[0])
