@@ -103,13 +103,14 @@ CORE: dict[str, dict[str, Key]] = {
     "atoms": {
         "enabled": Key(True, bool, "clusters narrower than the grid become weighted atoms "
                        "that move with the exact velocity (circle: solvers.atoms; sphere: the "
-                       "hand-off of solvers.sphere_atoms once the spectrum is unresolved)"),
-        "capture_width": Key(1.5, NUM, "circle: capture a density cluster once its standard "
+                       "hand-off of solvers.sphere_atoms once the spectrum is unresolved; "
+                       "zonal: the hand-off to rings of solvers.zonal_atoms)"),
+        "capture_width": Key(1.5, NUM, "circle, zonal: capture a density cluster once its standard "
                              "deviation is at most this many cells", check=gt(0),
                              allowed="a number > 0"),
         "capture_level": Key(2.0, NUM, "clusters: regions where p > level x mean(p)",
                              check=gt(1), allowed="a number > 1"),
-        "capture_min_mass": Key(1e-3, NUM, "circle: lighter clusters are not captured",
+        "capture_min_mass": Key(1e-3, NUM, "circle, zonal: lighter clusters are not captured",
                                 check=ge(0), allowed="a number >= 0"),
         "merge_window": Key(1e-3, NUM, "atoms closer than this (radians) merge (seed 000, "
                             "Def. 6.3)", check=ge(0), allowed="a number >= 0"),

@@ -300,6 +300,11 @@ def _loop(problem, writer, cfg, state, stats, t, index, final, quiet, resumed, t
         diag.update(d)
         writer.append_diagnostics(t_now, d)
         writer.append_events(problem.new_events())
+        for line in getattr(problem, "notices", ()):
+            if not quiet:
+                print(f"meanfield: {line}", file=sys.stderr)
+        if getattr(problem, "notices", None):
+            problem.notices.clear()
         snap = target.snapshot or t_now >= t_end
         if snap:
             writer.append_snapshot(t_now, problem.snapshot(s), problem.snapshot_extras(s))

@@ -104,40 +104,59 @@ class WeightedAtoms:
                 deadline=None, max_steps: int | None = None) -> tuple[np.ndarray, float]:
         """One accepted adaptive step at a time, merging atoms between steps."""
         while t < t_target and (max_steps is None or stats.steps < max_steps):
-            if self.masses.size < 2:
+            if self.masses.size < 2 and not self.moves_alone:
                 stats.steps += 1
                 return x, t_target  # a single atom does not move
             n0 = stats.steps
             before, t_before = x, t
-            x, t = self.system().advance(x[None], t, t_target, stats, deadline, n0 + 1)
-            x = x[0]
+            x, t = self._step(x, t, t_target, stats, deadline, n0 + 1)
             if stats.steps == n0:
                 break
             x = self._merge(x, t, before, t_before, stats)
         return x, t
 
+    # ---------------------------------------------------------------- geometry hooks
+    #: whether a single atom can move (a ring of S^{d-1} does; a point does not)
+    moves_alone = False
+
+    def _step(self, x, t, t_target, stats, deadline, max_steps):
+        x, t = self.system().advance(x[None], t, t_target, stats, deadline, max_steps)
+        return x[0], t
+
+    def _closest(self, x: np.ndarray) -> tuple[int, int, float]:
+        """The closest pair (i, j) and their distance (the angle, radians)."""
+        g = np.clip(x @ x.T, -1.0, 1.0)
+        np.fill_diagonal(g, -2.0)
+        i, j = np.unravel_index(np.argmax(g), g.shape)
+        return int(i), int(j), math.acos(float(g[i, j]))
+
+    def _distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return math.acos(float(np.clip(a @ b, -1.0, 1.0)))
+
+    def _centre(self, a: np.ndarray, b: np.ndarray, ma: float, mb: float) -> np.ndarray:
+        """Seed 000 Def. 6.3: the normalised centre of mass."""
+        v = ma * a + mb * b
+        return v / np.linalg.norm(v)
+
     def _merge(self, x, t, before, t_before, stats) -> np.ndarray:
         while self.masses.size > 1:
-            g = np.clip(x @ x.T, -1.0, 1.0)
-            np.fill_diagonal(g, -2.0)
-            i, j = np.unravel_index(np.argmax(g), g.shape)
-            angle = math.acos(float(g[i, j]))
+            i, j, angle = self._closest(x)
             if angle >= self.merge_window:
                 break
-            g0 = math.acos(float(np.clip(before[i] @ before[j], -1.0, 1.0))) \
+            g0 = self._distance(before[i], before[j]) \
                 if before is not None and before.shape == x.shape else angle
             t_merge = t
             if g0 > self.merge_window > angle > 0:
+                # the gap closes exponentially: date the merge by log interpolation
                 frac = math.log(g0 / self.merge_window) / math.log(g0 / angle)
                 t_merge = t_before + frac * (t - t_before)
             m = self.masses
-            v = m[i] * x[i] + m[j] * x[j]
-            c = v / np.linalg.norm(v)
-            self.events.append(AtomEvent(t_merge, "merge", c, float(m[i] + m[j]),
+            c = self._centre(x[i], x[j], m[i], m[j])
+            self.events.append(AtomEvent(t_merge, "merge", np.asarray(c), float(m[i] + m[j]),
                                          (float(m[i]), float(m[j]))))
             keep = np.ones(m.size, bool)
             keep[[i, j]] = False
-            x = np.vstack([x[keep], c])
+            x = np.concatenate([x[keep], np.asarray(c)[None]])
             self.masses = np.append(m[keep], m[i] + m[j])
             before = None
             stats.f, stats.dt = None, None  # a new system: restart the adaptive steps

@@ -13,20 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from meanfield.domains.base import Domain, GridProblem, array_from_file, common_specs
+from meanfield.domains.base import array_from_file, common_specs
+from meanfield.domains.handoff import HandoffDomain, HandoffProblem
 from meanfield.initial import sphere as ini
 from meanfield.schema import Key, ge
 from meanfield.theory.errors import InputError
 from solvers.sphere import Spectral
-from solvers.sphere_atoms import AtomEvent, WeightedAtoms, atoms_from_density
-from solvers.stepping import StepStats
+from solvers.sphere_atoms import WeightedAtoms, atoms_from_density
 
 INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
 
 
-class SphereProblem(GridProblem):
+class SphereProblem(HandoffProblem):
     measure = "the surface measure of S^2 (Gauss grid)"
     field_dims = ("lat", "lon")
+    atom_axes = {"component": (np.arange(3), {"long_name": "ambient axis"})}  # noqa: RUF012
+    position_attrs = {"long_name": "atom position, unit vector (NaN: none)"}  # noqa: RUF012
 
     def __init__(self, cfg: dict) -> None:
         m, d = cfg["model"], cfg["discretization"]
@@ -34,7 +36,9 @@ class SphereProblem(GridProblem):
                                        time_unit=m["time_unit"], cfl=d["cfl"],
                                        dt=d["dt"] or None, accuracy=d["accuracy"],
                                        integrator=d["integrator"],
-                                       filter=d["filter"] or None))
+                                       filter=d["filter"] or None),
+                         WeightedAtoms(3, m["beta"], m["model"], m["time_unit"],
+                                       merge_window=cfg["atoms"]["merge_window"]))
         s = self.scheme
         x, phi = s.grid()
         self.coords = {
@@ -49,31 +53,7 @@ class SphereProblem(GridProblem):
             "tail_fraction": ((), "f8", {"long_name": "power fraction in the top degrees"}),
             "resolved": ((), "i1", {"long_name": "1 if the spectrum tail is below threshold"}),
         }
-        a = cfg["atoms"]
-        self.handoff = bool(a["enabled"])
-        self.phase = "grid"
-        self._due = False
-        self._events_out = 0
-        self.atoms = WeightedAtoms(3, m["beta"], m["model"], m["time_unit"],
-                                   merge_window=a["merge_window"])
-        self.snapshot_specs: dict = {}
-        self.event_specs: dict = {}
-        if self.handoff:
-            self.coords["atom"] = (np.arange(a["max"]), {"long_name": "atom slot"})
-            self.coords["component"] = (np.arange(3), {"long_name": "ambient axis"})
-            self.coords["part"] = (np.arange(2), {"long_name": "merged atom"})
-            self.diag_specs |= {"atoms": ((), "i4", {"long_name": "number of atoms"})}
-            self.snapshot_specs = {
-                "atom_position": (("atom", "component"), "f8",
-                                  {"long_name": "atom position, unit vector (NaN: none)"}),
-                "atom_mass_by_atom": (("atom",), "f8", {"long_name": "atom mass (0: none)"}),
-            }
-            self.event_specs = {
-                "event_kind": ((), "i1", {"long_name": "3 hand-off (the density became "
-                                          "atoms), 1 merge"}),
-                "event_mass": ((), "f8", {"long_name": "mass of the resulting atom(s)"}),
-                "event_parts": (("part",), "f8", {"long_name": "masses merged"}),
-            }
+        self.add_atom_specs()
 
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
@@ -101,102 +81,36 @@ class SphereProblem(GridProblem):
             return ini.von_mises_fisher(x, phi, cen, i["masses"] or None, i["kappa"])
         return array_from_file(i["path"], (x.size, phi.size))
 
-    # ------------------------------------------------------------------ phases
-    def advance(self, state, t, target, stats, deadline=None, max_steps=None):
-        if self._due:
-            state = self._hand_off(state, t, stats)
-        if self.phase == "grid":
-            return self.scheme.advance(state, t, target, stats, deadline, max_steps)
-        return self.atoms.advance(state, t, target, stats, deadline, max_steps)
+    # ------------------------------------------------------------------ hand-off
+    def handoff_due(self, q) -> bool:
+        """Once the spectrum tail says the solution is no longer resolved."""
+        return not self.scheme.resolution_report(q).resolved
 
-    def _hand_off(self, q, t: float, stats) -> np.ndarray:
+    def atoms_from_grid(self, q) -> tuple[np.ndarray, np.ndarray, float]:
         """The grid density becomes weighted atoms (solvers.sphere_atoms), mass exact."""
         s = self.scheme
         x, phi = s.grid()
         pts = ini.unit_vectors(x, phi).reshape(-1, 3)
         w = (np.broadcast_to(s.sht.weights[:, None], (x.size, phi.size))
              * (2 * math.pi / phi.size)).ravel()
-        pos, mass = atoms_from_density(pts, w, s.join(q).ravel(),
-                                       level=self.cfg["atoms"]["capture_level"])
-        if mass.size == 0:  # nothing to hand off: the grid goes on (and may stop)
-            self._due = False
-            return q
-        self.atoms.masses = mass
-        self.atoms.events.append(AtomEvent(t, "handoff", pos, float(mass.sum()),
-                                           (float(mass.size), 0.0)))
-        self.phase, self._due = "atoms", False
-        stats.f, stats.dt, stats.compensation = None, None, None
-        return pos
+        p = s.join(q).ravel()
+        level = self.cfg["atoms"]["capture_level"]
+        pos, mass = atoms_from_density(pts, w, p, level=level)
+        total = float(w @ p)
+        above = p > level * total / (4 * math.pi)
+        inside = float(w[above] @ p[above])
+        return pos, mass, max(0.0, 1.0 - inside / total)
+
+    def where(self, pos) -> str:
+        lat = np.degrees(np.arcsin(np.clip(pos[:8, 2], -1, 1)))
+        lon = np.degrees(np.arctan2(pos[:8, 1], pos[:8, 0]))
+        return "at (lat, lon) = " + ", ".join(f"({a:.1f}, {b:.1f})"
+                                              for a, b in zip(lat, lon, strict=True)) + " deg "
 
     def diagnostics(self, state, stats) -> dict[str, Any]:
-        if self.phase == "atoms":
-            return self._atom_diagnostics(state, stats)
         d = super().diagnostics(state, stats)
-        d["resolved"] = int(d["resolved"])
-        if self.handoff:
-            d["atoms"] = 0
-            if not d["resolved"]:
-                self._due = True          # the next step starts from atoms
-                d["handoff_pending"] = True
+        d["resolved"] = int(d["resolved"]) if self.phase == "grid" else 1
         return d
-
-    def _atom_diagnostics(self, x, stats) -> dict[str, Any]:
-        a = self.atoms
-        pd = a.diagnostics(x, self.modes)
-        spec = np.sqrt(np.maximum(pd.get("spectrum", np.zeros(self.modes + 1)), 0.0)) \
-            if "spectrum" not in pd else pd["spectrum"]
-        spec = np.resize(spec, self.modes + 1)
-        return {"mass": float(a.masses.sum()), "min_density": 0.0, "max_density": 0.0,
-                "energy": float(pd.get("energy", np.nan)), "ebar": float(pd.get("ebar", np.nan)),
-                "max_speed": float(pd.get("max_speed", 0.0)), "tv_distance": 1.0,
-                "dominant_mode": int(np.argmax(spec[1:]) + 1), "spectrum": spec,
-                "dt": stats.last_dt, "steps": stats.steps, "tail_fraction": np.nan,
-                "resolved": 1, "atoms": int(a.masses.size)}
-
-    def snapshot(self, state) -> np.ndarray:
-        if self.phase == "atoms":  # after the hand-off the measure is the atoms alone
-            return np.zeros((self.scheme.nlat, self.scheme.nphi))
-        return super().snapshot(state)
-
-    def snapshot_extras(self, state) -> dict[str, np.ndarray]:
-        if not self.handoff:
-            return {}
-        n = self.cfg["atoms"]["max"]
-        pos, mass = np.full((n, 3), np.nan), np.zeros(n)
-        if self.phase == "atoms":
-            order = np.argsort(-self.atoms.masses)[:n]
-            pos[: order.size], mass[: order.size] = state[order], self.atoms.masses[order]
-        return {"atom_position": pos, "atom_mass_by_atom": mass}
-
-    def new_events(self) -> list[tuple[float, dict]]:
-        events = self.atoms.events[self._events_out:]
-        self._events_out += len(events)
-        return [(e.t, {"event_kind": 3 if e.kind == "handoff" else 1, "event_mass": e.mass,
-                       "event_parts": np.array([*e.parts, 0.0, 0.0][:2])}) for e in events]
-
-    def save_state(self, state, stats) -> tuple[dict, dict]:
-        if self.phase == "grid":
-            arrays, scalars = super().save_state(state, stats)
-        else:
-            arrays = {"q": state, "atom_masses": self.atoms.masses}
-            if stats.f is not None:
-                arrays["f"] = stats.f
-            scalars = {"steps": stats.steps, "last_dt": stats.last_dt,
-                       "dt": -1.0 if stats.dt is None else stats.dt, "rejected": stats.rejected}
-        scalars["phase"] = self.phase
-        scalars["handoff_due"] = int(self._due)
-        return arrays, scalars
-
-    def load_state(self, arrays, scalars):
-        self.phase = str(scalars.get("phase", "grid"))
-        self._due = bool(scalars.get("handoff_due", 0))
-        if self.phase == "grid":
-            return super().load_state(arrays, scalars)
-        self.atoms.masses = np.asarray(arrays["atom_masses"], float)
-        stats = StepStats(int(scalars["steps"]), float(scalars["last_dt"]))
-        stats.dt = None if scalars["dt"] < 0 else float(scalars["dt"])
-        stats.f, stats.rejected = arrays.get("f"), int(scalars["rejected"])
-        return np.asarray(arrays["q"], float), stats
 
 
 def sphere_cluster_count(lat: np.ndarray, lon: np.ndarray, p: np.ndarray, *,
@@ -232,7 +146,7 @@ def sphere_cluster_count(lat: np.ndarray, lon: np.ndarray, p: np.ndarray, *,
     return len(kept) if sum(kept) >= clustered_fraction * total else 0
 
 
-class SphereDomain(Domain):
+class SphereDomain(HandoffDomain):
     name = "sphere"
     summary = "the sphere S^2: shtns pseudo-spectral scheme (scheme spectral, lmax)"
     schemes = ("spectral",)
@@ -283,17 +197,6 @@ class SphereDomain(Domain):
                                     level=params["cluster_level"],
                                     min_mass=params["cluster_min_mass"],
                                     clustered_fraction=params["clustered_fraction"])
-
-    def cluster_series(self, run, params: dict, system: int = 0) -> np.ndarray:
-        """Grid snapshots are counted on the grid; after the hand-off, the atoms of mass at
-        least cluster_min_mass."""
-        masses = run.extra("atom_mass_by_atom")
-        grid = super().cluster_series(run, params, system)
-        if masses is None:
-            return grid
-        m = masses[()]
-        atoms = (m >= params["cluster_min_mass"]).sum(axis=1)
-        return np.where(m.sum(axis=1) > 0, atoms, grid)
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         from meanfield.figures import sphere_maps

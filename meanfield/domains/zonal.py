@@ -1,7 +1,9 @@
 """Zonal (axisymmetric) densities on S^{d-1}, any d >= 2 (``solvers.zonal.Zonal``).
 
 Config: ``model.dim`` (any d >= 2), ``discretization.cells`` (M cells of the polar angle
-[0, pi]); scheme ``fv``. Files hold density(time, theta) (theta = angle to the pole).
+[0, pi]); scheme ``fv``. Files hold density(time, theta) (theta = angle to the pole). With
+``atoms.enabled`` (default) the density hands off to weighted rings once a cluster is
+narrower than ``atoms.capture_width`` cells (``meanfield.domains.handoff``).
 """
 
 from __future__ import annotations
@@ -13,29 +15,36 @@ from typing import Any
 import numpy as np
 
 from meanfield.domains.base import (
-    Domain,
-    GridProblem,
     array_from_file,
     common_specs,
     level_mass_clusters,
 )
+from meanfield.domains.handoff import HandoffDomain, HandoffProblem
 from meanfield.theory.errors import InputError
 from meanfield.theory.geometry import sphere_area
 from solvers.zonal import Zonal
+from solvers.zonal_atoms import RingAtoms, rings_from_density, zonal_clusters
 
 INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
 
 
-class ZonalProblem(GridProblem):
+class ZonalProblem(HandoffProblem):
+    """Zonal cells, then (once a cluster is narrower than atoms.capture_width cells) weighted
+    rings of ``solvers.zonal_atoms`` with merges and pole captures."""
+
     measure = "the surface measure of S^{d-1} (zonal cells)"
     field_dims = ("theta",)
+    position_attrs = {"long_name": "ring atom: polar angle to the pole (0, pi: a point atom "  # noqa: RUF012
+                      "at the pole; NaN: none)", "units": "rad"}
 
     def __init__(self, cfg: dict) -> None:
         m, d = cfg["model"], cfg["discretization"]
         super().__init__(cfg, Zonal(d["cells"], m["dim"], m["beta"], m["model"],
                                     time_unit=m["time_unit"], cfl=d["cfl"],
                                     dt=d["dt"] or None, accuracy=d["accuracy"],
-                                    integrator=d["integrator"]))
+                                    integrator=d["integrator"]),
+                         RingAtoms(m["dim"], m["beta"], m["model"], m["time_unit"],
+                                   merge_window=cfg["atoms"]["merge_window"]))
         s = self.scheme
         self.coords = {
             "theta": (s.theta, {"long_name": "polar angle to the pole", "units": "rad"}),
@@ -44,6 +53,7 @@ class ZonalProblem(GridProblem):
         self.field_attrs = {"long_name": "density w.r.t. the surface measure of S^{d-1} "
                             "(cell averages in the weighted measure)"}
         self.diag_specs = common_specs("dsigma")
+        self.add_atom_specs()
 
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
@@ -84,6 +94,25 @@ class ZonalProblem(GridProblem):
             return p0
         return array_from_file(i["path"], (s.cells,))
 
+    # ------------------------------------------------------------------ hand-off
+    def handoff_due(self, q) -> bool:
+        """Once a cluster holding at least atoms.capture_min_mass of the mass is narrower
+        than atoms.capture_width cells (its angular standard deviation; a polar cap: the
+        root mean square angle to the pole): from then on the cells would pin it."""
+        s, a = self.scheme, self.cfg["atoms"]
+        p = s.join(q)
+        total = s.mass_of(p)
+        return any(c.width <= a["capture_width"] * s.h and c.mass >= a["capture_min_mass"] * total
+                   for c in zonal_clusters(s.theta, s.cell_weight, p, level=a["capture_level"]))
+
+    def where(self, pos) -> str:
+        return "at theta = " + ", ".join(f"{x:.4g}" for x in pos[:8]) + " rad "
+
+    def atoms_from_grid(self, q) -> tuple[np.ndarray, np.ndarray, float]:
+        s = self.scheme
+        return rings_from_density(s.theta, s.cell_weight, s.join(q),
+                                  level=self.cfg["atoms"]["capture_level"])
+
 
 def zonal_cluster_count(theta: np.ndarray, p: np.ndarray, dim: int, *, level: float = 2.0,
                         min_mass: float = 0.01, clustered_fraction: float = 0.5) -> int:
@@ -97,7 +126,7 @@ def zonal_cluster_count(theta: np.ndarray, p: np.ndarray, dim: int, *, level: fl
     return level_mass_clusters(above, w, p, total, min_mass, clustered_fraction)
 
 
-class ZonalDomain(Domain):
+class ZonalDomain(HandoffDomain):
     name = "zonal"
     summary = "axisymmetric densities on S^{d-1}, any d: weighted finite volumes (scheme fv)"
     schemes = ("fv",)
