@@ -75,8 +75,9 @@ CORE: dict[str, dict[str, Key]] = {
                           ("ssprk3", "euler")),
     },
     "initial": {
-        "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file",
-                    ("uniform", "noise", "tokens", "mode", "bumps", "file")),
+        "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file | quantiles "
+                    "(particles: tokens at a circle density's quantiles)",
+                    ("uniform", "noise", "tokens", "mode", "bumps", "file", "quantiles")),
         "seed": Key(0, int, "random seed (noise, tokens)", check=ge(0),
                     allowed="an integer >= 0"),
         "amplitude": Key(0.01, NUM, "noise sigma (absolute on the density) or mode alpha",
@@ -96,7 +97,8 @@ CORE: dict[str, dict[str, Key]] = {
         "masses": Key([], list, "bumps: masses (default equal, sum <= 1)"),
         "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=gt(0),
                      allowed="a number > 0"),
-        "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array"),
+        "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array; "
+                    "quantiles (particles): a circle run (first snapshot) or .npy density"),
         "normalize_file": Key(False, bool, "file: divide the density by its mass instead of "
                               "refusing a mass other than 1 (w.r.t. the domain's measure)"),
     },
@@ -141,6 +143,8 @@ CORE: dict[str, dict[str, Key]] = {
                           check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]"),
         "wall_seconds": Key(0.0, NUM, "stop after this wall-clock time, resumable (0 = never)",
                             check=ge(0), allowed="a number >= 0"),
+        "single_cluster": Key(False, bool, "stop once the whole mass is one atom, the end state "
+                              "of the dynamics (grid domains with atoms.enabled)"),
     },
     "output": {
         "path": Key("data/run.h5", str, "output HDF5 file"),
@@ -308,8 +312,11 @@ def check_consistency(cfg: dict) -> None:
         if i["masses"] and (len(i["masses"]) != len(i["centres"]) or sum(i["masses"]) > 1 + 1e-12
                             or min(i["masses"]) < 0):
             raise InputError("initial.masses", "must be >= 0, one per centre, summing to <= 1")
-    if i["kind"] == "file" and not i["path"]:
-        raise InputError("initial.path", "must name a file for kind 'file'")
+    if i["kind"] in ("file", "quantiles") and not i["path"]:
+        raise InputError("initial.path", f"must name a file for kind '{i['kind']}'")
+    if cfg["stop"]["single_cluster"] and not cfg["atoms"]["enabled"]:
+        raise InputError("stop.single_cluster", "needs atoms.enabled = true (the end state is "
+                         "one atom)")
     t = cfg["time"]
     if t["schedule"] == "log" and t["t_first"] >= t["t_end"]:
         raise InputError("time.t_first", "must be < time.t_end", t["t_first"])

@@ -134,8 +134,16 @@ def ebar_rule(cfg: dict, t: float, diag: dict) -> str | None:
     return None
 
 
+def single_cluster_rule(cfg: dict, t: float, diag: dict) -> str | None:
+    """Stop once one atom holds the whole mass (stop.single_cluster): nothing moves after."""
+    if (cfg["stop"].get("single_cluster") and int(np.max(diag.get("atoms", 0))) == 1
+            and float(np.min(diag.get("atom_mass", 1.0))) >= 1.0 - 1e-9):
+        return f"stopped at t = {t:.6g}: one cluster left (one atom holds the whole mass)"
+    return None
+
+
 #: Stop rules: predicates (cfg, t, diagnostics) -> message or None, applied at every record.
-STOP_RULES = [unresolved_rule, ebar_rule]
+STOP_RULES = [unresolved_rule, ebar_rule, single_cluster_rule]
 
 
 def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = False,

@@ -151,7 +151,7 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
 
     base = tomllib.loads(data["base_config"])
     groups = series_of(runs, keys)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.6))
     all_b = np.array(sorted({float(r["params"]["model.beta"]) for r in runs.values()}))
     bb = np.linspace(max(all_b.min() - 0.25, 0), all_b.max() + 0.25, 1500)
     dims = sorted({int(r["params"].get("model.dim", base.get("model", {}).get("dim", 2)))
@@ -194,6 +194,13 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
         if np.isfinite(theory).any():
             ax2.plot(betas, theory, "-", color=color, lw=1.2,
                      label=f"{label + ': ' if label else ''}linear theory")
+        for key, marker, what in (("first_plateau_length", "o", "first plateau length"),
+                                  ("one_cluster_time", "^", "time to one cluster")):
+            v = [(b + shift, s[key]) for b in betas for s in rows[b] if s.get(key)]
+            if v:
+                ax3.plot(*zip(*v, strict=True), marker, color=color, ms=4, alpha=0.6,
+                         mfc="none" if marker == "o" else color,
+                         label=f"{label + ': ' if label else ''}{what}")
     ax1.set_xlabel(r"$\beta$")
     ax1.set_ylabel("clusters in the first metastable plateau")
     ax1.legend(fontsize=7)
@@ -206,6 +213,13 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
     ax2.set_title("exit time (TV distance > threshold)")
     ax2.legend(fontsize=7)
     ax2.grid(alpha=0.3, which="both")
+    ax3.set_yscale("log")
+    ax3.set_xlabel(r"$\beta$")
+    ax3.set_ylabel(f"{unit} time")
+    ax3.set_title("metastability: plateau length and time to one cluster")
+    if ax3.lines:
+        ax3.legend(fontsize=7)
+    ax3.grid(alpha=0.3, which="both")
     fig.tight_layout()
     target = Path(fig_dir) if fig_dir else out
     return [save(fig, target / "sweep.png")]

@@ -43,7 +43,7 @@ LOCK = ".sweep.lock"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_H5 = "summary.h5"
 SUMMARY_FIELDS = ("k_max_predicted", "first_plateau_clusters", "first_plateau_length",
-                  "final_clusters",
+                  "final_clusters", "one_cluster_time",
                   "dominant_mode_at_exit", "exit_time", "exit_time_predicted",
                   "growth_rate_measured",
                   "growth_rate_predicted", "mass_drift", "min_density", "final_ebar",

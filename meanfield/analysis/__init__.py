@@ -17,6 +17,7 @@ from meanfield.analysis.metastability import (
     crossing_time,
     fit_growth_rate,
     metastable_intervals,
+    refine_with_events,
 )
 from meanfield.theory.growth import exit_time as predicted_exit_time
 from meanfield.theory.growth import growth_rate, most_unstable_mode
@@ -102,6 +103,17 @@ def _predicted_exit(s: dict) -> float | None:
     return predicted_exit_time(n, s["beta"], s["dim"], s["model"], delta, s["time_unit"])
 
 
+def _one_cluster_time(counts: np.ndarray, intervals: list[dict], merges: list[dict]
+                      ) -> float | None:
+    """When one cluster is left for good: the last atom merge, else the first snapshot of the
+    final run of count 1 (None if the run ends with more than one cluster)."""
+    if not counts.size or int(counts[-1]) != 1:
+        return None
+    if merges:
+        return merges[-1]["t"]
+    return intervals[-1]["t_start"] if intervals else None
+
+
 def _merges(s: dict) -> list[dict[str, Any]]:
     """Merge events of atoms (circle runs with atoms): time, mass, the two masses, and the
     two-cluster law's prediction from the pair's gap at the previous event."""
@@ -137,7 +149,10 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
     d = {k: np.asarray(v) for k, v in s["diag"].items()}
     dt_ = np.asarray(s["diag_times"])
     counts = _counts(s)
-    intervals = metastable_intervals(times, counts)
+    merges = _merges(s)
+    intervals = refine_with_events(metastable_intervals(times, counts),
+                                   np.asarray([m["t"] for m in merges]),
+                                   float(times[-1]) if times.size else 0.0)
     theory = s["theory"]
     k_pred = int(most_unstable_mode(s["beta"], s["dim"])) if theory else None
     g_max = float(growth_rate(k_pred, s["beta"], s["dim"], s["model"], s["time_unit"])) \
@@ -151,8 +166,10 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
     dom = _series(d, "dominant_mode", system)
     dom_exit = None
     if exit_time is not None and dom is not None:
-        i = int(np.searchsorted(dt_, exit_time))
-        dom_exit = int(dom[min(i, len(dt_) - 1)])
+        # the last record at or before the exit: after it the grid may have handed off
+        # to atoms, whose spectrum is flat and says nothing about the linear phase
+        i = int(np.searchsorted(dt_, exit_time, side="right")) - 1
+        dom_exit = int(dom[min(max(i, 0), len(dt_) - 1)])
     fit = None
     amps = _series(d, "spectrum", system)
     k_fit = dom_exit or k_pred
@@ -162,7 +179,6 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
             pred = float(growth_rate(k_fit, s["beta"], s["dim"], s["model"], s["time_unit"]))
             fit.update({"k": k_fit, "predicted": pred,
                         "relative_error": fit["measured"] / pred - 1 if pred else None})
-    merges = _merges(s)
     energy = _series(d, "energy", system)
     mono = None
     if energy is not None and np.all(np.isfinite(energy)):
@@ -180,9 +196,12 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
         "first_plateau_clusters": plateaus[0]["k"] if plateaus else None,
         "final_clusters": int(counts[-1]) if counts.size else None,
         "metastable": [{"k": iv["k"], "t_start": iv["t_start"], "t_end": iv["t_end"],
-                        "length": iv["t_end"] - iv["t_start"]} for iv in plateaus],
+                        "length": iv["t_end"] - iv["t_start"], "open": iv["open"]}
+                       for iv in plateaus],
+        # a plateau that lasts to the end of the run has no length, only a lower bound
         "first_plateau_length": (plateaus[0]["t_end"] - plateaus[0]["t_start"]
-                                 if plateaus else None),
+                                 if plateaus and not plateaus[0]["open"] else None),
+        "one_cluster_time": _one_cluster_time(counts, intervals, merges),
         "merges": merges,
         "exit_time": exit_time,
         "exit_time_predicted": _predicted_exit(s),
@@ -213,7 +232,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         + f" ({res['exit_criterion']} > {res['exit_threshold']})",
         f"clusters: first plateau {res['first_plateau_clusters']}, final "
         f"{res['final_clusters']}; plateaus "
-        + (", ".join(f"{iv['k']} on [{iv['t_start']:.3g}, {iv['t_end']:.3g}]"
+        + (", ".join(f"{iv['k']} on [{iv['t_start']:.4g}, {iv['t_end']:.4g}"
+                     + ("...) (lasts to the end of the run)" if iv.get("open") else "]")
                      for iv in res["metastable"]) or "none"),
     ]
     if fit:

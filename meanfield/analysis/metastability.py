@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,26 @@ def metastable_intervals(times: np.ndarray, counts: np.ndarray) -> list[dict[str
             out.append({"k": int(counts[i]), "t_start": float(times[i]),
                         "t_end": float(times[j]), "n": j - i + 1})
         i = j + 1
+    return out
+
+
+def refine_with_events(intervals: list[dict[str, Any]], events: np.ndarray,
+                       t_last: float) -> list[dict[str, Any]]:
+    """Plateau ends at the exact merge times between the snapshots that bracket them.
+
+    A plateau that ends between snapshots t_a < t_b ends at the first merge event in
+    (t_a, t_b]; the next starts at the last merge in that window (several merges between
+    two snapshots make a plateau that no snapshot saw). ``open`` marks the plateau that
+    lasts to the last snapshot ``t_last``: its length is only a lower bound.
+    """
+    ev = np.sort(np.asarray(events, float))
+    out = [dict(iv) for iv in intervals]
+    for a, b in pairwise(out):
+        inside = ev[(ev > a["t_end"]) & (ev <= b["t_start"])]
+        if inside.size:
+            a["t_end"], b["t_start"] = float(inside[0]), float(inside[-1])
+    for iv in out:
+        iv["open"] = bool(iv["t_end"] >= t_last)
     return out
 
 

@@ -256,8 +256,9 @@ class GridProblem:
         return np.asarray(arrays["q"]), stats
 
 
-def array_from_file(path: str, shape: tuple[int, ...]) -> np.ndarray:
-    """An initial density from a .npy array or the last snapshot of a meanfield run file."""
+def array_from_file(path: str, shape: tuple[int, ...] | None, index: int = -1) -> np.ndarray:
+    """An initial density from a .npy array or the last (``index``-th) snapshot of a
+    meanfield run file; ``shape`` None accepts any 1-D array."""
     p = Path(path)
     if not p.is_file():
         raise InputError("initial.path", "must be an existing .npy or meanfield .h5 file", path)
@@ -271,11 +272,14 @@ def array_from_file(path: str, shape: tuple[int, ...]) -> np.ndarray:
         from meanfield.io.storage import last_snapshot
 
         try:
-            arr = last_snapshot(p)
+            arr = last_snapshot(p, index)
         except InputError as exc:
             raise InputError("initial.path", f"{exc}", path) from None
     arr = np.asarray(arr, float)
-    if arr.shape != shape:
+    if shape is None and arr.ndim != 1:
+        raise InputError("initial.path", "must hold a 1-D array of cell averages on the "
+                         "circle", f"shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
         raise InputError("initial.path", f"must hold an array of shape {shape} (the grid of "
                          "the discretization)", f"shape {arr.shape}")
     return arr

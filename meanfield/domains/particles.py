@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from meanfield.domains.base import CONVENTIONS, Domain, predicted_kmax, theory_attrs
+from meanfield.domains.base import (
+    CONVENTIONS,
+    Domain,
+    array_from_file,
+    predicted_kmax,
+    theory_attrs,
+)
 from meanfield.schema import NUM, Key, ge, gt
 from meanfield.theory.attention import QKV_ENSEMBLES
 from meanfield.theory.errors import InputError
@@ -22,7 +28,7 @@ from meanfield.theory.kernels import ExponentialKernel
 from solvers.clusters import density_cluster_count
 from solvers.stepping import StepStats, integrators
 
-INITIAL_KINDS = ("uniform", "noise", "tokens", "file")
+INITIAL_KINDS = ("uniform", "noise", "tokens", "file", "quantiles")
 
 
 def _load_qkv(spec: str):
@@ -145,6 +151,16 @@ class ParticlesProblem:
         i = self.cfg["initial"]
         if i["kind"] in ("uniform", "noise", "tokens"):  # N i.i.d. uniform tokens
             return self.system.uniform_sample(self.cfg["particles"]["batch"], i["seed"])
+        if i["kind"] == "quantiles":  # deterministic placement at a circle density's quantiles
+            from solvers.particles import quantile_circle_density
+
+            p = array_from_file(i["path"], None, index=0)
+            if not np.all(np.isfinite(p)) or p.min() < 0 or not p.sum() > 0:
+                raise InputError("initial.path", "must hold a density (finite, >= 0, positive "
+                                 "mass)", i["path"])
+            x = quantile_circle_density(p, self.cfg["particles"]["count"])
+            return self.system.check_state(np.broadcast_to(x, (self.cfg["particles"]["batch"],
+                                                               x.size)).copy(), "initial.path")
         path = Path(i["path"])
         if not path.is_file() or path.suffix != ".npy":
             raise InputError("initial.path", "must be an existing .npy file of angles (batch, "
@@ -253,7 +269,11 @@ class Particles(Domain):
                              "'particles' (general attention: particles.qkv)", m["drift"])
         if i["kind"] not in INITIAL_KINDS:
             raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
-                             "uniform tokens) or file for model.domain = 'particles'", i["kind"])
+                             "uniform tokens), file or quantiles for model.domain = "
+                             "'particles'", i["kind"])
+        if i["kind"] == "quantiles" and m["dim"] != 2:
+            raise InputError("initial.kind", "'quantiles' (tokens at the quantiles of a circle "
+                             "density) needs model.dim = 2", i["kind"])
         if cfg["time"]["schedule"] == "steps":
             raise InputError("time.schedule", "must be linear or log for particles")
         if p["normalization"] != "1/N" and m["model"] != "usa":
@@ -281,7 +301,8 @@ class Particles(Domain):
 
     def effective_tokens(self, cfg: dict) -> float | None:
         """The tokens themselves (i.i.d. uniform draws)."""
-        return float(cfg["particles"]["count"]) if cfg["initial"]["kind"] != "file" else None
+        kind = cfg["initial"]["kind"]
+        return float(cfg["particles"]["count"]) if kind not in ("file", "quantiles") else None
 
     def upgrade_diagnostics(self, d: dict[str, np.ndarray], version: int) -> dict:
         """Format 1 stored the Fourier proxy (2/pi) max |c_k| as tv_distance."""

@@ -548,14 +548,15 @@ def restore_live_from_checkpoint(final_path: Path) -> tuple[Path, dict, dict]:
     return live, arrays, scalars
 
 
-def last_snapshot(path: str | os.PathLike) -> np.ndarray:
-    """The last stored snapshot of a run file (InputError if it is foreign or has none)."""
+def last_snapshot(path: str | os.PathLike, index: int = -1) -> np.ndarray:
+    """The last (or ``index``-th) stored snapshot of a run file (InputError if it is foreign
+    or has none)."""
     file_status(path)  # foreign or unreadable files raise InputError
     with h5py.File(path, "r") as f:
         ds = f[str(f.attrs["field"])]
         if ds.shape[0] == 0:
             raise InputError("file", "run file has no snapshots", str(path))
-        return ds[-1]
+        return ds[index]
 
 
 def _now() -> str:

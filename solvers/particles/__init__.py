@@ -26,7 +26,12 @@ from solvers.particles.measures import (
     spectrum,
 )
 from solvers.particles.representation import Angles, Representation, Vectors
-from solvers.particles.sampling import REPRESENTATIONS, sample_circle_density, uniform_sample
+from solvers.particles.sampling import (
+    REPRESENTATIONS,
+    quantile_circle_density,
+    sample_circle_density,
+    uniform_sample,
+)
 from solvers.particles.summation import FOURIER_CUTOFF, SUMMATIONS
 from solvers.particles.system import (
     MASKS,
@@ -41,5 +46,5 @@ __all__ = [
     "REPRESENTATIONS", "SUMMATIONS", "Angles", "AttentionMatrices", "Clusters",
     "ParticleResult", "ParticleSystem", "Representation", "Vectors", "attention_matrices",
     "circle_w1", "detect_clusters", "fourier_coefficients", "harmonic_power", "histogram_tv",
-    "sample_circle_density", "spectrum", "uniform_sample",
+    "quantile_circle_density", "sample_circle_density", "spectrum", "uniform_sample",
 ]
