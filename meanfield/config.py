@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meanfield.schema import NUM, Key, finite_ge, ge, gt
+from meanfield.schema import NUM, Key, finite_ge, ge, ge_or_inf, gt, is_matrix, number_or_inf
 from meanfield.theory.errors import InputError
 
 
@@ -55,11 +55,33 @@ CORE: dict[str, dict[str, Key]] = {
                    check=ge(2), allowed="an integer >= 2"),
         "model": Key("usa", str, "usa (unnormalised) | sa (softmax) self-attention",
                      ("usa", "sa")),
-        "beta": Key(5.0, NUM, "inverse temperature, kernel W(t) = e^{beta t}/beta",
-                    check=finite_ge(0), allowed="a finite number >= 0"),
+        "beta": Key(5.0, (int, float, str), "inverse temperature, kernel W(t) = e^{beta t}/beta; "
+                    "inf (or \"inf\"): the zero-temperature model (circle with [attention] "
+                    "matrices, particles)", check=ge_or_inf(0), convert=number_or_inf,
+                    allowed="a number >= 0 or inf"),
         "time_unit": Key("raw", str, "raw | scaled (kernel e^{beta(t-1)}/beta, USA only)",
                          ("raw", "scaled")),
         "drift": Key("convolution", str, "the velocity field (filled in from the registry)"),
+    },
+    "attention": {
+        "B": Key([], list, "B = Q^T K (the scores <Q x, K y> = <x, B y>) as rows, d x d; "
+                 "or give Q and K", check=is_matrix, allowed="a d x d list of rows",
+                 nested=True),
+        "Q": Key([], list, "query matrix (p x d rows; with K)", check=is_matrix,
+                 allowed="a p x d list of rows", nested=True),
+        "K": Key([], list, "key matrix (p x d rows; with Q)", check=is_matrix,
+                 allowed="a p x d list of rows", nested=True),
+        "V": Key([], list, "value matrix (d x d rows; default identity)", check=is_matrix,
+                 allowed="a d x d list of rows", nested=True),
+        "ensemble": Key("", str, "instead of literal matrices: identity | gaussian | "
+                        "orthogonal | symmetric-psd (meanfield.theory.attention), drawn with "
+                        "attention.seed", ("", "identity", "gaussian", "orthogonal",
+                                           "symmetric-psd")),
+        "scale": Key(1.0, NUM, "ensemble: scale s of the random part", check=ge(0),
+                     allowed="a number >= 0"),
+        "seed": Key(0, int, "ensemble: random seed", check=ge(0), allowed="an integer >= 0"),
+        "path": Key("", str, "instead of literal matrices: a .npz with B (or Q and K) and "
+                    "optionally V"),
     },
     "discretization": {
         "scheme": Key("fv2", str, "fv2 | rusanov | lf (circle); spectral (sphere); fv (zonal)"),
@@ -175,7 +197,7 @@ CORE: dict[str, dict[str, Key]] = {
 }
 
 #: section order of the full schema (domain sections such as [particles] go before [initial])
-_ORDER = ("model", "drift", "discretization", "particles", "atoms", "initial", "time", "stop",
+_ORDER = ("model", "drift", "attention", "discretization", "particles", "atoms", "initial", "time", "stop",
           "output", "analysis")
 
 
@@ -236,13 +258,15 @@ def validate_value(section: str, key: str, value: Any) -> Any:
     spec = SCHEMA[section][key]
     if not _type_ok(value, spec.kind):
         raise InputError(name, f"must be {_kind_name(spec.kind)}", value)
-    if spec.kind == NUM:
+    if spec.convert is not None:
+        value = spec.convert(value)
+    elif spec.kind == NUM:
         value = float(value)
     if spec.choices is not None and value not in spec.choices:
         raise InputError(name, f"must be one of {', '.join(spec.choices)}", value)
     if spec.check is not None and not spec.check(value):
         raise InputError(name, f"must be {spec.allowed}", value)
-    if spec.kind is list and not all(_type_ok(v, NUM) for v in value):
+    if spec.kind is list and not spec.nested and not all(_type_ok(v, NUM) for v in value):
         raise InputError(name, "must be a list of numbers", value)
     return value
 

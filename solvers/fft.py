@@ -11,9 +11,24 @@ import os
 
 import numpy as np
 
-try:  # pragma: no cover - exercised when pyfftw is installed (the default)
-    import pyfftw
+def _import_pyfftw():
+    """pyfftw without its dask interface: pyfftw.interfaces imports dask.array when it can
+    (about 1 s of start-up per process, for an interface this package never uses)."""
+    import sys
 
+    blocked = "dask.array.fft" not in sys.modules
+    if blocked:
+        sys.modules["dask.array.fft"] = None  # type: ignore[assignment] - import -> ImportError
+    try:
+        import pyfftw
+    finally:
+        if blocked:
+            del sys.modules["dask.array.fft"]
+    return pyfftw
+
+
+try:  # pragma: no cover - exercised when pyfftw is installed (the default)
+    pyfftw = _import_pyfftw()
     HAVE_PYFFTW = True
 except ImportError:  # pragma: no cover
     pyfftw = None

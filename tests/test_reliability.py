@@ -70,11 +70,11 @@ def _file_size_limit(nbytes: int):
 
 def test_full_disk_stops_with_one_line_and_keeps_a_resumable_checkpoint(tmp_path):
     """A 3 MB file size limit (a full disk as the process sees it) on a run whose final
-    file is 4.9 MB: exit 74, one line naming the file and the space needed, no temporary
+    file is 5.6 MB: exit 74, one line naming the file and the space needed, no temporary
     files left, the last checkpoint intact; without the limit --resume completes the run
     and its file equals an uninterrupted run's."""
-    args = ["--set", "time.t_end=0.5", "--set", "time.n_outputs=141", "--set",
-            "discretization.cells=4096", "--set", "time.diagnostics_per_output=1", "--set",
+    args = ["--set", "time.t_end=0.05", "--set", "time.n_outputs=71", "--set",
+            "discretization.cells=8192", "--set", "time.diagnostics_per_output=1", "--set",
             "output.compression=none", "--quiet"]
     res = _run("run", *args, "--set", "output.checkpoint_seconds=0", "-o", "f.h5",
                cwd=tmp_path, preexec=_file_size_limit(3_000_000))
@@ -94,7 +94,7 @@ def test_full_disk_stops_with_one_line_and_keeps_a_resumable_checkpoint(tmp_path
 
 # ------------------------------------------------------------------ 3, 4 sweeps and locks
 SWEEP = ["sweep", "--param", "model.beta=4,5,6,7", "--param", "initial.seed=0:2", "--set",
-         "discretization.cells=256", "--set", "time.t_end=3", "--set", "time.n_outputs=31",
+         "discretization.cells=256", "--set", "time.t_end=1.5", "--set", "time.n_outputs=31",
          "--set", "output.checkpoint_seconds=0.5", "--quiet"]
 
 
@@ -158,7 +158,7 @@ def test_a_second_sweep_or_run_on_the_same_outputs_exits_2_naming_the_holder(tmp
             time.sleep(0.05)
         running = next(out.glob("*.h5.lock")).name[: -len(".lock")]
         params = dict(kv.split("=") for kv in running[: -len(".h5")].split("_"))
-        res = _run("run", "--set", "discretization.cells=256", "--set", "time.t_end=3",
+        res = _run("run", "--set", "discretization.cells=256", "--set", "time.t_end=1.5",
                    "--set", "time.n_outputs=31", "--set", f"model.beta={params['beta']}",
                    "--set", f"initial.seed={params['seed']}", "-o", str(out / running),
                    cwd=tmp_path)
@@ -324,8 +324,8 @@ def test_sweep_outputs_follow_the_umask_and_reruns_keep_what_they_know(tmp_path)
 
 
 def test_sigterm_checkpoints_then_exits_and_resume_is_exact(tmp_path):
-    args = ["--set", "time.t_end=1.5", "--set", "time.n_outputs=31", "--set",
-            "discretization.cells=2048", "--quiet"]
+    args = ["--set", "time.t_end=1.0", "--set", "time.n_outputs=31", "--set",
+            "discretization.cells=1024", "--quiet"]  # ~7 s, through captures and merges
     proc = subprocess.Popen([*CLI, "run", *args, "-o", "t.h5"], cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4.0)

@@ -106,8 +106,10 @@ def test_dask_local_cluster_matches_process_pool(base, tmp_path):
 
 
 def test_killed_worker_then_rerun_completes(base, tmp_path):
+    # a few seconds per run so the kill lands inside one (atoms are not the subject here)
     (tmp_path / "slow.toml").write_text(BASE.replace("cells = 256", "cells = 2048")
-                                        .replace("t_end = 10.0", "t_end = 16.0"))
+                                        .replace("t_end = 10.0", "t_end = 16.0")
+                                        + "[atoms]\nenabled = false\n")
     out = tmp_path / "k"
     args = ["sweep", "slow.toml", "--param", "model.beta=6,8", "-o", str(out), "--jobs", "2"]
     import psutil

@@ -50,6 +50,9 @@ class Domain:
 
     name = "domain"
     summary = ""
+    #: takes general query/key/value matrices from [attention]; runs beta = inf
+    general_attention = False
+    zero_temperature = False
     keys: dict[str, dict[str, Any]] = {}  # noqa: RUF012 - read-only class data
     defaults: dict[str, dict[str, Any]] = {}  # noqa: RUF012
     schemes: tuple[str, ...] = ()
@@ -60,6 +63,19 @@ class Domain:
         if d["scheme"] not in self.schemes:
             raise InputError("discretization.scheme", f"must be {' or '.join(self.schemes)} "
                              f"for model.domain = '{self.name}'", d["scheme"])
+        from meanfield import attention_config
+        from meanfield.domains import DOMAINS
+
+        if attention_config.given(cfg):
+            if not self.general_attention:
+                ok = [n for n, dom in DOMAINS.items() if dom.general_attention]
+                raise InputError("attention", "general query/key/value matrices apply to "
+                                 f"model.domain = {' or '.join(ok)}, not '{self.name}'")
+            attention_config.matrices(cfg)
+        if attention_config.zero_temperature(cfg) and not self.zero_temperature:
+            ok = [n for n, dom in DOMAINS.items() if dom.zero_temperature]
+            raise InputError("model.beta", "inf (the zero-temperature model) applies to "
+                             f"model.domain = {' or '.join(ok)}, not '{self.name}'")
 
     def problem(self, cfg: dict):
         raise NotImplementedError

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from meanfield import initial
+from meanfield import attention_config, initial
 from meanfield.domains.base import (
     CONVENTIONS,
     Domain,
@@ -32,11 +32,29 @@ TWO_PI = 2.0 * math.pi
 INITIAL_KINDS = ("uniform", "noise", "tokens", "mode", "bumps", "file")
 
 
+def drift_name(cfg: dict) -> str:
+    """model.drift, except that general [attention] matrices or beta = inf select the
+    ``attention`` drift when model.drift is left at the convolution."""
+    name = cfg["model"]["drift"]
+    if attention_config.given(cfg) or attention_config.zero_temperature(cfg):
+        if name == "convolution":
+            return "attention"
+        if not getattr(DRIFTS[name], "MATRICES", None):
+            raise InputError("model.drift", "must be 'attention' with [attention] matrices "
+                             "or model.beta = inf", name)
+    return name
+
+
 def drift_parameters(cfg: dict, name: str) -> dict[str, Any]:
-    """Keyword parameters of drift ``name``: from [model] (beta, model, time_unit) or [drift]."""
+    """Keyword parameters of drift ``name``: from [model] (beta, model, time_unit) or [drift],
+    and B, V from [attention] for drifts that take matrices."""
     cls = DRIFTS[name]
-    return {k: (cfg["model"][k] if k in cfg["model"] else cfg["drift"][k])
-            for k in cls.PARAMETERS}
+    out = {k: (cfg["model"][k] if k in cfg["model"] else cfg["drift"][k])
+           for k in cls.PARAMETERS}
+    if getattr(cls, "MATRICES", None):
+        mats = attention_config.matrices(cfg)
+        out.update({"B": mats.B, "V": mats.V})
+    return out
 
 
 def initial_density(cfg: dict, cells: int) -> np.ndarray:
@@ -64,7 +82,8 @@ class CircleProblem(GridProblem):
 
     def __init__(self, cfg: dict) -> None:
         m, d = cfg["model"], cfg["discretization"]
-        drift = DRIFTS[m["drift"]](**drift_parameters(cfg, m["drift"]))
+        name = drift_name(cfg)
+        drift = DRIFTS[name](**drift_parameters(cfg, name))
         kw: dict[str, Any] = {"drift": drift, "cfl": d["cfl"], "dt": d["dt"] or None,
                               "accuracy": d["accuracy"], "fft_threads": d["fft_threads"],
                               "fft_planner": d["fft_planner"]}
@@ -177,6 +196,8 @@ class CircleProblem(GridProblem):
 class Circle(Domain):
     name = "circle"
     summary = "the circle S^1: finite volumes fv2 | rusanov | lf, any drift (model.drift)"
+    general_attention = True
+    zero_temperature = True
     schemes = ("fv2", "rusanov", "lf")
     keys = {  # noqa: RUF012 - read-only class data
         "discretization": {

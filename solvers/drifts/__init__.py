@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from meanfield.theory.errors import InputError
+from solvers.drifts.attention import GeneralAttention
 from solvers.drifts.convolution import Convolution
 from solvers.drifts.rotation import RigidRotation
 
@@ -17,6 +18,7 @@ from solvers.drifts.rotation import RigidRotation
 DRIFTS: dict[str, type] = {
     "convolution": Convolution,
     "rotation": RigidRotation,
+    "attention": GeneralAttention,
 }
 
 
@@ -27,4 +29,4 @@ def make_drift(name: str, **params: Any):
     return DRIFTS[name](**params)
 
 
-__all__ = ["DRIFTS", "Convolution", "RigidRotation", "make_drift"]
+__all__ = ["DRIFTS", "Convolution", "GeneralAttention", "RigidRotation", "make_drift"]

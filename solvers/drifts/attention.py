@@ -1,0 +1,282 @@
+"""Self-attention with general query/key/value matrices on the circle (seed 004, eq. 2).
+
+    SA:   v(x) = P_x(V N(x)) / Z(x),   N(x) = int e^{beta <x, B y>} y dmu(y),
+                                       Z(x) = int e^{beta <x, B y>} dmu(y)
+    USA:  v(x) = P_x(V N(x))           (raw time; ``scaled`` multiplies by e^{-beta})
+    beta = inf (eq. 3):  v(x) = P_x(V B^T x / |B^T x|)   (B invertible; no interaction)
+
+with B = Q^T K (any real 2 x 2, not necessarily symmetric), x = (cos theta, sin theta) and
+P_x(w) = <tau, w> tau, tau = (-sin theta, cos theta): the angular velocity is <tau, V N>.
+B = V = I gives the convolution drift (``solvers.drifts.convolution``) exactly.
+
+The kernel is not a convolution, so the velocity is a quadrature against a kernel matrix
+built once per run (O(M^2) memory and work per evaluation, BLAS):
+
+* the density is the band-limited interpolant of the cell averages (as for the convolution
+  drift), integrated by the trapezoidal rule on L = max(2M, 1024) points, which is spectrally
+  exact while the kernel is resolved; the L-point rows are mapped back to the M cells by
+  FFTs (the adjoint of the interpolation), so a row costs O(L log L) to build;
+* face velocities are the average of the velocity over the dual cell [theta_j, theta_{j+1}]
+  (Gauss-Legendre, ``nodes`` points), divided for SA by the mean of Z at the two centres: for
+  B = V = I this is (c_{j+1} - c_j)/dx (over Z at the face), the convolution drift's form;
+* every row carries the analytic softmax shift e^{-beta s}, s = |B^T x| (the maximum of
+  <x, B y> over the circle; over the dual cell for faces), so no entry exceeds 1 for any
+  beta. Where Z underflows anyway (no mass within ~sqrt(700/(beta s)) of the maximiser), the
+  velocity is recomputed by log-sum-exp over the cells (midpoint rule).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from meanfield.theory.checks import check_model, check_time_unit
+from meanfield.theory.errors import InputError
+from solvers.circle_grid import TWO_PI
+
+#: exponents above this overflow float64 (e^709.78)
+EXP_LIMIT = 700.0
+#: Z counts as unresolved (the log-sum-exp fallback takes over) below Z_RELIABLE times
+#: max(p) sum_i |G_ji|: the quadrature sums terms of both signs (the band-limited interpolant
+#: of a clustered density rings), so far from the mass Z is round-off, not the tail
+Z_RELIABLE = 1e-7
+#: rows of the kernel matrices built per block (memory ~ rows x nodes x L x 8 bytes)
+BLOCK_ROWS = 64
+
+
+def check_matrix(value: ArrayLike, name: str, dim: int = 2) -> np.ndarray:
+    """A finite real dim x dim matrix (InputError naming ``name`` otherwise)."""
+    try:
+        a = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(name, f"must be a real {dim} x {dim} matrix", value) from None
+    if a.shape != (dim, dim) or not np.all(np.isfinite(a)):
+        raise InputError(name, f"must be a finite real {dim} x {dim} matrix",
+                         f"shape {a.shape}")
+    return a
+
+
+def check_beta_inf(beta: float | str) -> float:
+    """beta >= 0, or inf (the zero-temperature model)."""
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise InputError("beta", "must be a number >= 0 or 'inf'", beta) from None
+    if math.isnan(b) or b < 0:
+        raise InputError("beta", "must be a number >= 0 or 'inf'", beta)
+    return b
+
+
+class GeneralAttention:
+    """Self-attention with matrices B = Q^T K and V on the circle (SA or USA; beta = inf).
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature >= 0, or ``math.inf`` (zero temperature, eq. 3; needs B
+        invertible).
+    model : {"sa", "usa"}
+    B, V : 2 x 2 arrays
+        B = Q^T K (the score <Q x, K y> = <x, B y>) and the value matrix.
+    time_unit : {"raw", "scaled"}
+        ``scaled`` (USA): velocities times e^{-beta} (the kernel e^{beta(t-1)}).
+    nodes : int
+        Gauss-Legendre nodes per dual cell for the face averages.
+    """
+
+    name = "attention"
+    PARAMETERS: ClassVar[dict[str, tuple[Any, str]]] = {
+        "beta": (5.0, "inverse temperature (inf: zero temperature)"),
+        "model": ("sa", "sa (softmax, seed 004 eq. 2) | usa (unnormalised)"),
+        "time_unit": ("raw", "raw | scaled (USA only: velocities times e^{-beta})"),
+        "nodes": (10, "Gauss-Legendre nodes per dual cell (face averages)"),
+    }
+    #: B and V (2 x 2) are keyword parameters too, given by the caller's matrix source
+    MATRICES = ("B", "V")
+
+    def __init__(self, beta: float = 5.0, model: str = "sa", B: ArrayLike = np.eye(2),
+                 V: ArrayLike = np.eye(2), time_unit: str = "raw", nodes: int = 10) -> None:
+        self.beta = check_beta_inf(beta)
+        self.model = check_model(model)
+        self.time_unit = check_time_unit(time_unit, model)
+        self.B = check_matrix(B, "B")
+        self.V = check_matrix(V, "V")
+        self.nodes = int(nodes)
+        if self.nodes < 1:
+            raise InputError("nodes", "must be an integer >= 1", nodes)
+        sv = np.linalg.svd(self.B, compute_uv=False)
+        self.sigma_max, self.sigma_min = float(sv[0]), float(sv[-1])
+        self.zero_temperature = math.isinf(self.beta)
+        if self.zero_temperature and self.sigma_min <= 1e-12 * max(self.sigma_max, 1.0):
+            raise InputError("B", "must be invertible for beta = inf (the maximiser "
+                             "B^T x/|B^T x| is undefined where B^T x = 0)",
+                             f"sigma_min(B) = {self.sigma_min:.3g}")
+        if not self.zero_temperature and self.model == "usa":
+            top = self.beta * (self.sigma_max - (1.0 if self.time_unit == "scaled" else 0.0))
+            if top > EXP_LIMIT:
+                raise InputError("beta", "USA velocities ~ e^{beta sigma_max(B)} overflow "
+                                 f"float64 (exponent {top:.4g} > {EXP_LIMIT:g}): use SA, "
+                                 "time_unit = 'scaled' or a smaller beta", self.beta)
+        self.isotropic = bool(np.array_equal(self.B, np.eye(2))
+                              and np.array_equal(self.V, np.eye(2)))
+        self.linear_rates: np.ndarray | None = None
+        self.background = 1.0 / TWO_PI
+
+    # ------------------------------------------------------------------ geometry
+    @staticmethod
+    def _frame(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x = (cos, sin) and tau = (-sin, cos) as (n, 2) arrays."""
+        c, s = np.cos(theta), np.sin(theta)
+        return np.stack([c, s], axis=-1), np.stack([-s, c], axis=-1)
+
+    def shift(self, theta: np.ndarray) -> np.ndarray:
+        """s(theta) = |B^T x(theta)| = max_y <x, B y>: the analytic softmax shift."""
+        x, _ = self._frame(np.asarray(theta, float))
+        return np.linalg.norm(x @ self.B, axis=-1)
+
+    def zero_temperature_velocity(self, theta: ArrayLike) -> np.ndarray:
+        """v_inf(theta) = <tau, V B^T x/|B^T x|> (seed 004, eq. 3)."""
+        x, tau = self._frame(np.asarray(theta, float))
+        y = x @ self.B                       # rows: (B^T x)^T
+        y /= np.linalg.norm(y, axis=-1, keepdims=True)
+        return np.einsum("ni,ni->n", tau, y @ self.V.T)
+
+    # ------------------------------------------------------------------ contract
+    def bind(self, grid) -> None:
+        """Kernel matrices (finite beta) or the fixed velocity field (beta = inf), once."""
+        self.grid = grid
+        self.cells = m = grid.cells
+        self.dx = grid.dx
+        theta = grid.theta
+        faces = theta + 0.5 * self.dx
+        if self.zero_temperature:
+            self._v_face = self.zero_temperature_velocity(faces)
+            self._v_centre = self.zero_temperature_velocity(theta)
+            return
+        self.quadrature_points = max(2 * m, 1024)
+        s_c = self.shift(theta)
+        g, w = np.polynomial.legendre.leggauss(self.nodes)
+        nodes = theta[:, None] + 0.5 * self.dx * (g[None, :] + 1.0)   # (M, nodes)
+        s_f = np.maximum(np.maximum(s_c, np.roll(s_c, -1)), self.shift(nodes).max(axis=1))
+        self._s_c, self._s_f = s_c, s_f
+        # numerator at the faces (dual-cell average), at the centres; Z at the centres
+        self._num_f = self._matrix(nodes, 0.5 * w, s_f, numerator=True)
+        self._num_c = self._matrix(theta[:, None], np.ones(1), s_c, numerator=True)
+        self._num_f1 = self._num_f.sum(axis=1)  # applied to the uniform part
+        self._num_c1 = self._num_c.sum(axis=1)
+        if self.model == "sa":
+            self._z_c = self._matrix(theta[:, None], np.ones(1), s_c, numerator=False)
+            self._z_c1 = self._z_c.sum(axis=1)
+            self._z_abs = np.abs(self._z_c).sum(axis=1)
+            # Z at the two centres of a face, rescaled to the face's shift (factors <= 1)
+            self._zf_left = np.exp(self.beta * (s_c - s_f))
+            self._zf_right = np.exp(self.beta * (np.roll(s_c, -1) - s_f))
+        else:
+            unit = 1.0 if self.time_unit == "scaled" else 0.0
+            self._usa_f = np.exp(self.beta * (s_f - unit))
+            self._usa_c = np.exp(self.beta * (s_c - unit))
+        if self.isotropic:  # the convolution drift's linear theory applies exactly
+            from solvers.drifts.convolution import Convolution
+
+            conv = Convolution(self.beta, self.model, self.time_unit)
+            conv.bind(grid)
+            self.linear_rates = conv.linear_rates
+
+    def _matrix(self, at: np.ndarray, weights: np.ndarray, shift: np.ndarray, *,
+                numerator: bool) -> np.ndarray:
+        """G (M x M): (G p)_j = sum_g weights_g int k(at_jg, phi) p~(phi) d phi e^{-beta
+        shift_j}, p~ the band-limited interpolant of the cell averages p; k = e^{beta <x, B
+        y>} <tau, V y> (numerator) or e^{beta <x, B y>} (Z)."""
+        m, n_q = self.cells, self.quadrature_points
+        phi = np.arange(n_q) * (TWO_PI / n_q)
+        y = np.stack([np.cos(phi), np.sin(phi)])            # (2, L)
+        by = self.B @ y                                      # B y_l
+        vy = self.V @ y
+        k = np.fft.fftfreq(m, 1.0 / m)
+        d = np.exp(-0.5j * k * self.dx) / np.sinc(k * self.dx / TWO_PI)
+        if m % 2 == 0:
+            d[m // 2] = 0.0                                  # the Nyquist mode is dropped
+        half = m // 2
+        out = np.empty((m, m))
+        for start in range(0, m, BLOCK_ROWS):
+            rows = slice(start, min(start + BLOCK_ROWS, m))
+            a = at[rows]                                     # (r, g)
+            x, tau = self._frame(a)                          # (r, g, 2)
+            e = np.exp(self.beta * (x @ by - shift[rows, None, None]))  # (r, g, L)
+            if numerator:
+                e *= tau @ vy
+            r = np.tensordot(e, weights, axes=([1], [0])) * (TWO_PI / n_q)   # (r, L)
+            f = np.fft.fft(r, axis=1)
+            t = np.zeros((r.shape[0], m), complex)
+            t[:, :half] = f[:, :half]
+            t[:, half + 1:] = f[:, n_q - (m - half - 1):]
+            if m % 2 == 1:
+                t[:, half] = f[:, half]
+            out[rows] = np.fft.ifft(np.conj(d) * t, axis=1).real
+        return out
+
+    def set_background(self, pbar: float) -> None:
+        self.background = float(pbar)
+
+    def face_velocity(self, q: np.ndarray) -> np.ndarray:
+        if self.zero_temperature:
+            return self._v_face.copy()
+        pbar = self.background
+        num = self._num_f @ q + pbar * self._num_f1
+        if self.model == "usa":
+            return num * self._usa_f
+        z, bad_c = self._z(q)
+        den = 0.5 * (z * self._zf_left + np.roll(z, -1) * self._zf_right)
+        bad = bad_c | np.roll(bad_c, -1)
+        if bad.any():
+            v = num / np.where(bad, 1.0, den)
+            v[bad] = self._log_sum_exp(self.grid.theta[bad] + 0.5 * self.dx, q)
+            return v
+        return num / den
+
+    def centre_velocity(self, q: np.ndarray) -> np.ndarray:
+        if self.zero_temperature:
+            return self._v_centre.copy()
+        pbar = self.background
+        num = self._num_c @ q + pbar * self._num_c1
+        if self.model == "usa":
+            return num * self._usa_c
+        z, bad = self._z(q)
+        if bad.any():
+            v = num / np.where(bad, 1.0, z)
+            v[bad] = self._log_sum_exp(self.grid.theta[bad], q)
+            return v
+        return num / z
+
+    def _z(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Z at the centres (shifted) and where it is round-off rather than the tail."""
+        z = self._z_c @ q + self.background * self._z_c1
+        scale = (self.background + float(q.max())) * self._z_abs
+        return z, ~(z > Z_RELIABLE * scale)
+
+    def _log_sum_exp(self, at: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """SA velocity at ``at`` by softmax over the cells (midpoint rule, max-shifted)."""
+        p = self.background + q
+        ok = p > 0
+        y = np.stack([np.cos(self.grid.theta[ok]), np.sin(self.grid.theta[ok])])
+        x, tau = self._frame(at)
+        s = self.beta * (x @ (self.B @ y)) + np.log(p[ok])[None, :]
+        s -= s.max(axis=1, keepdims=True)
+        w = np.exp(s)
+        w /= w.sum(axis=1, keepdims=True)
+        return np.einsum("nl,nl->n", w, tau @ (self.V @ y))
+
+    def energy(self, q: np.ndarray) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        b = "inf" if self.zero_temperature else self.beta
+        vel = ("v = P_x(V B^T x/|B^T x|) (zero temperature)" if self.zero_temperature else
+               "SA v = P_x(V int e^{beta<x,By>} y dmu / int e^{beta<x,By>} dmu)"
+               if self.model == "sa" else "USA v = P_x(V int e^{beta<x,By>} y dmu)")
+        return {"drift": self.name, "model": self.model, "time_unit": self.time_unit,
+                "beta": b, "B": self.B.ravel().tolist(), "V": self.V.ravel().tolist(),
+                "velocity": vel}
