@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meanfield.schema import NUM, Key, finite_ge, ge, ge_or_inf, gt, is_matrix, number_or_inf
+from meanfield.schema import NUM, Key, ge, ge_or_inf, gt, is_matrix, number_or_inf
 from meanfield.theory.errors import InputError
 
 
@@ -197,7 +197,8 @@ CORE: dict[str, dict[str, Key]] = {
 }
 
 #: section order of the full schema (domain sections such as [particles] go before [initial])
-_ORDER = ("model", "drift", "attention", "discretization", "particles", "atoms", "initial", "time", "stop",
+_ORDER = ("model", "drift", "attention", "discretization", "particles", "atoms", "initial",
+          "time", "stop",
           "output", "analysis")
 
 

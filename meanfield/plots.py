@@ -8,6 +8,7 @@ helpers here: ``profile_figures`` (space-time map and snapshots of a 1-D density
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,37 @@ def _energy_figure(run, path: Path, title: str, system: int = 0) -> str:
             ax.set_xscale("log")
         ax.set_title("energy staircase (log time)" if logx else "normalised energy")
         ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _attention_figure(run, res, path: Path, title: str) -> str | None:
+    """Seed 004 Fig. 4 style: W_2(rho_t, Pi_# rho_0) and the alignments with E, F, F_abs
+    against t (median and 10-90 % band over the systems of a batch), t = log beta marked."""
+    d, td = run.diagnostics, run.diag_times
+    if "w2_pushforward" not in d:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    for key, color, label in (("w2_pushforward", "C0", r"$W_2(\rho_t, \Pi_\# \rho_0)$"),
+                              ("align_E", "C1", r"$\int |P_E x|^2 d\rho_t$"),
+                              ("align_F", "C3", r"$\int |P_F x|^2 d\rho_t$"),
+                              ("align_F_abs", "C2", r"$\int |P_{F^{abs}} x|^2 d\rho_t$")):
+        y = np.asarray(d[key], float)
+        y = y[:, None] if y.ndim == 1 else y
+        lo, med, hi = np.nanquantile(y, [0.1, 0.5, 0.9], axis=1)
+        ax.plot(td, med, color=color, label=label, ls=":" if key == "align_F_abs" else "-")
+        if y.shape[1] > 1:
+            ax.fill_between(td, lo, hi, color=color, alpha=0.2, lw=0)
+    beta = run.config["model"]["beta"]
+    if 0 < beta < math.inf:
+        ax.axvline(math.log(beta), color="0.4", ls="--", lw=1, label=r"$t = \log\beta$")
+    ax.set_xlabel(f"t ({run.config['model']['time_unit']} time)")
+    ax.set_ylim(-0.02, max(1.45, float(np.nanmax(d["w2_pushforward"])) + 0.05))
+    ax.set_title("two phases of seed 004: collapse onto E, then towards F", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, path)
@@ -126,6 +158,9 @@ def plot_run(run, out_dir: str | Path, analysis: dict[str, Any] | None = None, *
         files.append(spec)
     files.append(_energy_figure(run, out / f"{stem}_energy.png", title))
     files.append(_clusters_figure(run, res, out / f"{stem}_clusters.png", title))
+    att = _attention_figure(run, res, out / f"{stem}_attention.png", title)
+    if att is not None:
+        files.append(att)
     return files
 
 

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+
 def _import_pyfftw():
     """pyfftw without its dask interface: pyfftw.interfaces imports dask.array when it can
     (about 1 s of start-up per process, for an interface this package never uses)."""

@@ -103,6 +103,32 @@ def _predicted_exit(s: dict) -> float | None:
     return predicted_exit_time(n, s["beta"], s["dim"], s["model"], delta, s["time_unit"])
 
 
+def _attention_summary(d: dict, t: np.ndarray, system: int, s: dict) -> dict | None:
+    """Seed 004's two phases from the recorded series: the W_2 minimum to Pi_# rho_0 and its
+    time, when mass concentrates on E (a_E >= 0.9), when it leaves E again (departure: a_E
+    back below 0.5 after that), when it aligns with F (a_F >= 0.9); log beta for reference."""
+    w2 = _series(d, "w2_pushforward", system)
+    if w2 is None:
+        return None
+    a_e, a_f = _series(d, "align_E", system), _series(d, "align_F", system)
+
+    def first(mask: np.ndarray, after: float = -math.inf) -> float | None:
+        idx = np.flatnonzero(mask & (t > after))
+        return float(t[idx[0]]) if idx.size else None
+
+    ok = np.isfinite(w2)
+    i = int(np.argmin(np.where(ok, w2, np.inf))) if ok.any() else None
+    on_e = first(a_e >= 0.9)
+    beta = float(s["beta"])
+    return {"w2_min": float(w2[i]) if i is not None else None,
+            "w2_min_time": float(t[i]) if i is not None else None,
+            "w2_final": float(w2[-1]) if np.isfinite(w2[-1]) else None,
+            "concentrated_on_E": on_e,
+            "departure_from_E": first(a_e < 0.5, on_e) if on_e is not None else None,
+            "aligned_with_F": first(a_f >= 0.9),
+            "log_beta": math.log(beta) if 0 < beta < math.inf else None}
+
+
 def _one_cluster_time(counts: np.ndarray, intervals: list[dict], merges: list[dict]
                       ) -> float | None:
     """When one cluster is left for good: the last atom merge, else the first snapshot of the
@@ -203,6 +229,7 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
                                  if plateaus and not plateaus[0]["open"] else None),
         "one_cluster_time": _one_cluster_time(counts, intervals, merges),
         "merges": merges,
+        "attention": _attention_summary(d, dt_, system, s),
         "exit_time": exit_time,
         "exit_time_predicted": _predicted_exit(s),
         "exit_threshold": s["exit_threshold"],
@@ -240,6 +267,15 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"growth rate of mode {fit['k']}: measured {fit['measured']:.6g}, "
                      f"predicted {fit['predicted']:.6g} (relative error "
                      f"{fit['relative_error']:.2e})")
+    att = res.get("attention")
+    if att:
+        def fmt(v):
+            return "never" if v is None else f"{v:.4g}"
+        lines.append(f"seed 004: W_2 to Pi_# rho_0 min {fmt(att['w2_min'])} at t = "
+                     f"{fmt(att['w2_min_time'])}, final {fmt(att['w2_final'])}; on E (a_E >= "
+                     f"0.9) at {fmt(att['concentrated_on_E'])}, leaves E at "
+                     f"{fmt(att['departure_from_E'])}, aligned with F at "
+                     f"{fmt(att['aligned_with_F'])}; log beta = {fmt(att['log_beta'])}")
     merges = res.get("merges") or []
     if merges:
         shown = ", ".join(f"{m['t']:.4g}" + (f" (law {m['oracle']:.4g})" if m["oracle"] else "")

@@ -63,6 +63,10 @@ class Domain:
         if d["scheme"] not in self.schemes:
             raise InputError("discretization.scheme", f"must be {' or '.join(self.schemes)} "
                              f"for model.domain = '{self.name}'", d["scheme"])
+        self.check_attention(cfg)
+
+    def check_attention(self, cfg: dict) -> None:
+        """[attention] matrices and beta = inf only where the domain supports them."""
         from meanfield import attention_config
         from meanfield.domains import DOMAINS
 

@@ -81,7 +81,7 @@ class CircleProblem(GridProblem):
     field_dims = ("theta",)
 
     def __init__(self, cfg: dict) -> None:
-        m, d = cfg["model"], cfg["discretization"]
+        d = cfg["discretization"]
         name = drift_name(cfg)
         drift = DRIFTS[name](**drift_parameters(cfg, name))
         kw: dict[str, Any] = {"drift": drift, "cfl": d["cfl"], "dt": d["dt"] or None,
@@ -115,6 +115,16 @@ class CircleProblem(GridProblem):
         self.snapshot_specs: dict = {}
         self.event_specs: dict = {}
         self._events_out = 0
+        # general attention (seed 004): the spectral data and its diagnostics
+        self.report = None
+        self._attention_diag = None
+        if getattr(drift, "MATRICES", None):
+            from meanfield.theory.attention import attention_report
+            from solvers.attention_measures import AttentionDiagnostics
+
+            self.report = attention_report(drift.B, drift.V)
+            self.diag_specs |= {k: ((), "f8", {"long_name": v})
+                                for k, v in AttentionDiagnostics.NAMES.items()}
         if self.atomic:
             n = a["max"]
             self.coords["atom"] = (np.arange(n), {"long_name": "atom slot (heaviest first)"})
@@ -146,7 +156,43 @@ class CircleProblem(GridProblem):
         out.update({"density_measure": "d theta on [0, 2 pi) plus weighted atoms",
                     "domain": "circle", "atoms": "enabled" if self.atomic else "disabled"})
         out.update(self.scheme.drift.describe())
+        if self.report is not None:
+            import json
+
+            diag = self._attention()
+            out["attention_report"] = json.dumps(self.report.as_dict() | diag.masses()
+                                                 | {"V_p_exponent": diag.p})
         return out
+
+    # ------------------------------------------------------------------ attention
+    def _points(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """Cell centres as unit vectors with the cell masses (atoms appended)."""
+        s = self.scheme
+        th = s.theta
+        p = s.join(q)
+        w = p * s.dx
+        if self.atomic and s.count:
+            th = np.concatenate([th, s.positions(q)])
+            w = np.concatenate([w, s.atoms.masses])
+        return np.stack([np.cos(th), np.sin(th)], axis=1), w
+
+    def _attention(self):
+        """AttentionDiagnostics with Pi_# rho_0 from the initial density (once)."""
+        if self._attention_diag is None:
+            from solvers.attention_measures import AttentionDiagnostics
+
+            p0 = self.initial_density()
+            th = self.scheme.theta
+            x0 = np.stack([np.cos(th), np.sin(th)], axis=1)
+            self._attention_diag = AttentionDiagnostics(self.report, x0, p0 * self.scheme.dx,
+                                                        ot_points=1024)
+        return self._attention_diag
+
+    def diagnostics(self, state, stats) -> dict[str, Any]:
+        d = super().diagnostics(state, stats)
+        if self.report is not None:
+            d |= self._attention()(*self._points(state))
+        return d
 
     # ------------------------------------------------------------------ atoms
     def snapshot_extras(self, state) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from meanfield import attention_config
 from meanfield.domains.base import (
     CONVENTIONS,
     Domain,
@@ -55,12 +56,25 @@ class ParticlesProblem:
 
         m, pc, i = cfg["model"], cfg["particles"], cfg["initial"]
         self.cfg = cfg
-        self.system = ParticleSystem(
-            pc["count"], m["dim"], m["beta"], m["model"], mask=pc["mask"],
-            qkv=_load_qkv(pc["qkv"]), qkv_scale=pc["qkv_scale"],
-            normalization=pc["normalization"], time_unit=m["time_unit"],
-            integrator=pc["integrator"], dt=pc["dt"] or None, rtol=pc["rtol"], atol=pc["atol"],
-            batch=pc["batch"], seed=i["seed"])
+        qkv = _load_qkv(pc["qkv"])
+        general = attention_config.given(cfg) or attention_config.zero_temperature(cfg)
+        if attention_config.given(cfg):
+            mats = attention_config.matrices(cfg)
+            qkv = (np.eye(m["dim"]), mats.B, mats.V)           # Q = I, K = B: Q^T K = B
+        if attention_config.zero_temperature(cfg):
+            from solvers.particles.zero_temperature import ZeroTemperatureSystem
+
+            self.system = ZeroTemperatureSystem(
+                pc["count"], m["dim"], qkv=qkv, qkv_scale=pc["qkv_scale"],
+                integrator=pc["integrator"], dt=pc["dt"] or None, rtol=pc["rtol"],
+                atol=pc["atol"], batch=pc["batch"], seed=i["seed"])
+        else:
+            self.system = ParticleSystem(
+                pc["count"], m["dim"], m["beta"], m["model"], mask=pc["mask"],
+                qkv=qkv, qkv_scale=pc["qkv_scale"],
+                normalization=pc["normalization"], time_unit=m["time_unit"],
+                integrator=pc["integrator"], dt=pc["dt"] or None, rtol=pc["rtol"],
+                atol=pc["atol"], batch=pc["batch"], seed=i["seed"])
         s = self.system
         self.angles = s.representation == "angles"
         self.field = "angles" if self.angles else "positions"
@@ -110,6 +124,18 @@ class ParticlesProblem:
                                                  "amplitude (a proxy, no histogram noise)"}),
             })
 
+        # general attention (seed 004): spectral data and the Wasserstein diagnostics
+        self.report = None
+        self._attention_diag: list | None = None
+        if general:
+            from meanfield.theory.attention import attention_report
+            from solvers.attention_measures import AttentionDiagnostics
+
+            at = self.system.attention
+            self.report = attention_report(at.A, at.V)
+            self.diag_specs.update({k: (per, "f8", {"long_name": v})
+                                    for k, v in AttentionDiagnostics.NAMES.items()})
+
     snapshot_specs: dict = {}  # noqa: RUF012 - read-only: no extras, no events
     event_specs: dict = {}  # noqa: RUF012
 
@@ -136,15 +162,22 @@ class ParticlesProblem:
         m = self.cfg["model"]
         s = self.system
         k = predicted_kmax(self.cfg) if s.gamma_max is not None else None
+        zero_t = math.isinf(m["beta"])
         out = {"conventions": CONVENTIONS + "; particles: mu = N^-1 sum_j m_j delta_{x_j}",
                "density_measure": "empirical measure of the tokens",
-               "kernel": ExponentialKernel(m["beta"], m["time_unit"]).name,
+               "kernel": ("none (beta = inf: v = P_x(V B^T x/|B^T x|))" if zero_t else
+                          ExponentialKernel(m["beta"], m["time_unit"]).name),
                "time_unit": m["time_unit"], "seed": self.cfg["initial"]["seed"],
                "domain": "particles", "representation": s.representation,
                "summation": s.summation, "qkv": s.attention.name, "drift": "convolution",
                "model": m["model"],
                "energy_is_lyapunov": bool(s.mask == "none" and s.attention.gradient_flow)}
         out.update(theory_attrs(self.cfg, k, s.gamma_max))
+        if self.report is not None:
+            import json
+
+            out["drift"] = "attention"
+            out["attention_report"] = json.dumps(self.report.as_dict())
         return out
 
     def initial_state(self) -> np.ndarray:
@@ -175,8 +208,28 @@ class ParticlesProblem:
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
         return self.system.advance(state, t, target, stats, deadline, max_steps)
 
+    def _vectors(self, state) -> np.ndarray:
+        x = np.asarray(state, float)
+        return np.stack([np.cos(x), np.sin(x)], axis=-1) if self.angles else x
+
+    def _attention(self) -> list:
+        """AttentionDiagnostics per system, Pi_# rho_0 from the (deterministic) initial state."""
+        if self._attention_diag is None:
+            from solvers.attention_measures import AttentionDiagnostics
+
+            x0 = self._vectors(self.initial_state())
+            w = np.broadcast_to(self.system.masses, x0.shape[:2]) / x0.shape[1]
+            self._attention_diag = [AttentionDiagnostics(self.report, x0[b], w[b])
+                                    for b in range(x0.shape[0])]
+        return self._attention_diag
+
     def diagnostics(self, state, stats) -> dict[str, Any]:
         d = self.system.diagnostics(state, self.modes)
+        if self.report is not None:
+            x = self._vectors(state)
+            w = np.broadcast_to(self.system.masses, x.shape[:2]) / x.shape[1]
+            rows = [f(x[b], w[b]) for b, f in enumerate(self._attention())]
+            d.update({k: np.array([r[k] for r in rows]) for k in rows[0]})
         out = {k: d[k] for k in self.diag_specs if k in d}
         out["dt"] = stats.last_dt
         out["steps"] = stats.steps
@@ -233,6 +286,8 @@ def particle_cluster_count(x: np.ndarray, *, angles: bool, level: float = 2.0,
 class Particles(Domain):
     name = "particles"
     summary = "N tokens on S^{d-1}: USA/SA, masks, Q/K/V, batches (section [particles])"
+    general_attention = True
+    zero_temperature = True
     schemes = ()
     defaults = {"initial": {"kind": "uniform"}}  # noqa: RUF012
     keys = {  # noqa: RUF012 - read-only class data
@@ -241,7 +296,9 @@ class Particles(Domain):
                          allowed="an integer >= 1"),
             "integrator": Key("rk4", str, "euler (projected) | euler-unprojected (the papers' "
                               "step: Euler on the unprojected average, then renormalise) | "
-                              "rk4 | adaptive (Dormand-Prince 5(4))", integrators("ode")),
+                              "rk4 | adaptive (Dormand-Prince 5(4)) | exact (beta = inf: the "
+                              "characteristics e^{sA}x/|e^{sA}x|)",
+                              (*integrators("ode"), "exact")),
             "dt": Key(0.0, NUM, "fixed step (euler, rk4); 0 = from the velocity Lipschitz "
                       "bound and 0.02/gamma_max", check=ge(0), allowed="a number >= 0"),
             "rtol": Key(1e-8, NUM, "adaptive: relative tolerance", check=gt(0),
@@ -264,9 +321,20 @@ class Particles(Domain):
 
     def check(self, cfg: dict) -> None:
         m, i, p = cfg["model"], cfg["initial"], cfg["particles"]
-        if m["drift"] != "convolution":
-            raise InputError("model.drift", "must be 'convolution' for model.domain = "
-                             "'particles' (general attention: particles.qkv)", m["drift"])
+        self.check_attention(cfg)
+        if m["drift"] not in ("convolution", "attention"):
+            raise InputError("model.drift", "must be 'convolution' or 'attention' for "
+                             "model.domain = 'particles' (general matrices: [attention])",
+                             m["drift"])
+        if attention_config.given(cfg) and p["qkv"] != "identity":
+            raise InputError("particles.qkv", "give the matrices once: [attention] or "
+                             "particles.qkv, not both", p["qkv"])
+        zero_t = attention_config.zero_temperature(cfg)
+        if (p["integrator"] == "exact") != zero_t and p["integrator"] == "exact":
+            raise InputError("particles.integrator", "'exact' (the characteristics) applies "
+                             "to model.beta = inf only", p["integrator"])
+        if zero_t and p["mask"] != "none":
+            raise InputError("particles.mask", "must be 'none' at model.beta = inf")
         if i["kind"] not in INITIAL_KINDS:
             raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
                              "uniform tokens), file or quantiles for model.domain = "
@@ -278,8 +346,9 @@ class Particles(Domain):
             raise InputError("time.schedule", "must be linear or log for particles")
         if p["normalization"] != "1/N" and m["model"] != "usa":
             raise InputError("particles.normalization", "applies to model.model = 'usa' only")
-        if cfg["time"]["t_end_units"] == "e_folds" and (p["mask"] != "none"
-                                                         or p["qkv"] != "identity"):
+        if cfg["time"]["t_end_units"] == "e_folds" and (
+                p["mask"] != "none" or p["qkv"] != "identity" or zero_t
+                or not attention_config.matrices(cfg).isotropic):
             raise InputError("time.t_end_units", "'e_folds' needs particles.mask = 'none' and "
                              "particles.qkv = 'identity' (gamma_max is known only then): use "
                              "time.t_end_units = 'time'")

@@ -97,13 +97,13 @@ class GeneralAttention:
     #: B and V (2 x 2) are keyword parameters too, given by the caller's matrix source
     MATRICES = ("B", "V")
 
-    def __init__(self, beta: float = 5.0, model: str = "sa", B: ArrayLike = np.eye(2),
-                 V: ArrayLike = np.eye(2), time_unit: str = "raw", nodes: int = 10) -> None:
+    def __init__(self, beta: float = 5.0, model: str = "sa", B: ArrayLike | None = None,
+                 V: ArrayLike | None = None, time_unit: str = "raw", nodes: int = 10) -> None:
         self.beta = check_beta_inf(beta)
         self.model = check_model(model)
         self.time_unit = check_time_unit(time_unit, model)
-        self.B = check_matrix(B, "B")
-        self.V = check_matrix(V, "V")
+        self.B = check_matrix(np.eye(2) if B is None else B, "B")
+        self.V = check_matrix(np.eye(2) if V is None else V, "V")
         self.nodes = int(nodes)
         if self.nodes < 1:
             raise InputError("nodes", "must be an integer >= 1", nodes)
