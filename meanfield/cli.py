@@ -347,9 +347,39 @@ def _add_attention(sub) -> None:
     p.set_defaults(func=_cmd_attention)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from meanfield.compare import compare
+
+    res = compare(args.run_a, args.run_b, every=args.every, system_a=args.system_a,
+                  system_b=args.system_b)
+    if args.json:
+        print(json.dumps(res, allow_nan=False))
+        return 0
+    print(f"W_2 ({res['cost']}) between {res['run_a']} and {res['run_b']}")
+    print(f"{'t':>12} {'W_2':>14}")
+    for t, w in zip(res["times"], res["w2"], strict=True):
+        print(f"{t:12.6g} {w:14.6e}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="W_2 between two runs at their common output times",
+                       description="Chordal W_2 (seed 004's cost |x - y|^2, exact discrete "
+                       "optimal transport by POT) between two runs (circle densities with "
+                       "their atoms, particle runs) at every output time they share.")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--every", type=_positive_int("--every"), default=1,
+                   help="use every N-th common time")
+    p.add_argument("--system-a", type=int, default=0, help="system of a particle batch")
+    p.add_argument("--system-b", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_compare)
+
+
 #: sub-command registrars; later layers append theirs here
 COMMANDS: list[Callable] = [_add_kmax, _add_info, _add_config, _add_run, _add_analyze,
-                            _add_plot, _add_sweep, _add_attention]
+                            _add_plot, _add_sweep, _add_attention, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

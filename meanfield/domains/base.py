@@ -75,7 +75,13 @@ class Domain:
                 ok = [n for n, dom in DOMAINS.items() if dom.general_attention]
                 raise InputError("attention", "general query/key/value matrices apply to "
                                  f"model.domain = {' or '.join(ok)}, not '{self.name}'")
-            attention_config.matrices(cfg)
+            mats = attention_config.matrices(cfg)
+            if attention_config.zero_temperature(cfg):
+                sv = np.linalg.svd(mats.B, compute_uv=False)
+                if sv[-1] <= 1e-12 * max(sv[0], 1.0):
+                    raise InputError("attention", "B = Q^T K must be invertible at "
+                                     "model.beta = inf (B^T x/|B^T x| is undefined where "
+                                     "B^T x = 0)", f"sigma_min(B) = {sv[-1]:.3g}")
         if attention_config.zero_temperature(cfg) and not self.zero_temperature:
             ok = [n for n, dom in DOMAINS.items() if dom.zero_temperature]
             raise InputError("model.beta", "inf (the zero-temperature model) applies to "
@@ -94,6 +100,12 @@ class Domain:
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         return []
+
+    def points(self, run, index: int, system: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Snapshot ``index`` as weighted points on S^{d-1}: unit vectors (n, d) and masses
+        summing to 1 (for Wasserstein distances between runs, ``meanfield compare``)."""
+        raise InputError("RUN", f"model.domain = '{self.name}' runs cannot be compared yet "
+                         "(circle and particle runs can)", str(run.path))
 
     def resolution(self, cfg: dict) -> str:
         d = cfg["discretization"]

@@ -277,6 +277,18 @@ class Circle(Domain):
     def problem(self, cfg: dict) -> CircleProblem:
         return CircleProblem(cfg)
 
+    def points(self, run, index: int, system: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Cell centres with the cell masses, and the atoms of the snapshot."""
+        p = np.asarray(run.snapshot(index), float)
+        th = np.asarray(run.coords["theta"], float)
+        w = p * (TWO_PI / p.size)
+        pos, mass = run.extra("atom_position"), run.extra("atom_mass_by_atom")
+        if pos is not None:
+            ok = np.asarray(mass[index]) > 0
+            th = np.concatenate([th, np.asarray(pos[index])[ok]])
+            w = np.concatenate([w, np.asarray(mass[index])[ok]])
+        return np.stack([np.cos(th), np.sin(th)], axis=1), w / w.sum()
+
     def cluster_count(self, snapshot: np.ndarray, coords: dict, params: dict) -> int:
         return density_cluster_count(snapshot, level=params["cluster_level"],
                                      min_mass=params["cluster_min_mass"],

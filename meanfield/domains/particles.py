@@ -356,6 +356,15 @@ class Particles(Domain):
     def problem(self, cfg: dict) -> ParticlesProblem:
         return ParticlesProblem(cfg)
 
+    def points(self, run, index: int, system: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens of one system (unit vectors) with their masses."""
+        x = np.asarray(run.snapshot(index)[system], float)
+        if x.ndim == 1:
+            x = np.stack([np.cos(x), np.sin(x)], axis=1)
+        m = run.static("masses")
+        w = np.ones(x.shape[0]) if m is None else np.asarray(m, float)
+        return x, w / w.sum()
+
     def resolution(self, cfg: dict) -> str:
         p = cfg["particles"]
         return f"N = {p['count']}, {p['integrator']}"

@@ -112,6 +112,10 @@ class Run:
         names = [str(n) for n in self._f.attrs.get("snapshot_extras", [])]
         return self._f[name] if name in names else None
 
+    def static(self, name: str) -> np.ndarray | None:
+        """A dataset stored once per run (e.g. the particles' Q, K, V, masses), or None."""
+        return self._f[name][()] if name in self._f else None
+
     @cached_property
     def events(self) -> dict[str, np.ndarray]:
         """The event table (``event_time`` and the columns listed in the file), or {}."""
