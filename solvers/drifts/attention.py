@@ -160,20 +160,24 @@ class GeneralAttention:
         s_c = self.shift(theta)
         g, w = np.polynomial.legendre.leggauss(self.nodes)
         nodes = theta[:, None] + 0.5 * self.dx * (g[None, :] + 1.0)   # (M, nodes)
-        s_f = np.maximum(np.maximum(s_c, np.roll(s_c, -1)), self.shift(nodes).max(axis=1))
+        s_nodes = self.shift(nodes)
+        s_f = np.maximum(np.maximum(s_c, np.roll(s_c, -1)), s_nodes.max(axis=1))
         self._s_c, self._s_f = s_c, s_f
-        # numerator at the faces (dual-cell average), at the centres; Z at the centres
-        self._num_f = self._matrix(nodes, 0.5 * w, s_f, numerator=True)
-        self._num_c = self._matrix(theta[:, None], np.ones(1), s_c, numerator=True)
+        # numerator at the faces (dual-cell average), at the centres; Z at the centres. SA
+        # averages the shifted numerator N e^{-beta s(theta)} node by node: e^{beta s} can
+        # vary by e^{beta dx |s'|} across a cell, the shifted fields only on the kernel's
+        # scale, so their ratio to the mean of the shifted Z at the two centres stays
+        # second order (for B = I, s = 1: the convolution drift's form). USA, which does not
+        # divide, averages N itself with the face's common shift.
+        face_shift = s_nodes if self.model == "sa" else np.repeat(s_f[:, None], self.nodes, 1)
+        self._num_f = self._matrix(nodes, 0.5 * w, face_shift, numerator=True)
+        self._num_c = self._matrix(theta[:, None], np.ones(1), s_c[:, None], numerator=True)
         self._num_f1 = self._num_f.sum(axis=1)  # applied to the uniform part
         self._num_c1 = self._num_c.sum(axis=1)
         if self.model == "sa":
-            self._z_c = self._matrix(theta[:, None], np.ones(1), s_c, numerator=False)
+            self._z_c = self._matrix(theta[:, None], np.ones(1), s_c[:, None], numerator=False)
             self._z_c1 = self._z_c.sum(axis=1)
             self._z_abs = np.abs(self._z_c).sum(axis=1)
-            # Z at the two centres of a face, rescaled to the face's shift (factors <= 1)
-            self._zf_left = np.exp(self.beta * (s_c - s_f))
-            self._zf_right = np.exp(self.beta * (np.roll(s_c, -1) - s_f))
         else:
             unit = 1.0 if self.time_unit == "scaled" else 0.0
             self._usa_f = np.exp(self.beta * (s_f - unit))
@@ -187,9 +191,9 @@ class GeneralAttention:
 
     def _matrix(self, at: np.ndarray, weights: np.ndarray, shift: np.ndarray, *,
                 numerator: bool) -> np.ndarray:
-        """G (M x M): (G p)_j = sum_g weights_g int k(at_jg, phi) p~(phi) d phi e^{-beta
-        shift_j}, p~ the band-limited interpolant of the cell averages p; k = e^{beta <x, B
-        y>} <tau, V y> (numerator) or e^{beta <x, B y>} (Z)."""
+        """G (M x M): (G p)_j = sum_g weights_g e^{-beta shift_jg} int k(at_jg, phi) p~(phi)
+        d phi, p~ the band-limited interpolant of the cell averages p; k = e^{beta <x, B y>}
+        <tau, V y> (numerator) or e^{beta <x, B y>} (Z)."""
         m, n_q = self.cells, self.quadrature_points
         phi = np.arange(n_q) * (TWO_PI / n_q)
         y = np.stack([np.cos(phi), np.sin(phi)])            # (2, L)
@@ -205,7 +209,7 @@ class GeneralAttention:
             rows = slice(start, min(start + BLOCK_ROWS, m))
             a = at[rows]                                     # (r, g)
             x, tau = self._frame(a)                          # (r, g, 2)
-            e = np.exp(self.beta * (x @ by - shift[rows, None, None]))  # (r, g, L)
+            e = np.exp(self.beta * (x @ by - shift[rows, :, None]))     # (r, g, L)
             if numerator:
                 e *= tau @ vy
             r = np.tensordot(e, weights, axes=([1], [0])) * (TWO_PI / n_q)   # (r, L)
@@ -229,7 +233,7 @@ class GeneralAttention:
         if self.model == "usa":
             return num * self._usa_f
         z, bad_c = self._z(q)
-        den = 0.5 * (z * self._zf_left + np.roll(z, -1) * self._zf_right)
+        den = 0.5 * (z + np.roll(z, -1))
         bad = bad_c | np.roll(bad_c, -1)
         if bad.any():
             v = num / np.where(bad, 1.0, den)
