@@ -236,7 +236,8 @@ def test_general_face_velocity_is_second_order_for_anisotropic_b(beta):
     """B = diag(3, 1), V = diag(1, 2): |B^T x| varies along the circle, so e^{beta |B^T x|}
     changes by e^{beta dx |s'|} (up to e^16 at beta = 1000, M = 512) across one cell; the
     shifted face averages keep the SA face velocity within O(dx^2) of the exact velocity of
-    the smooth density (error ratio ~4 from M = 256 to 512), and at beta = 1000 within
+    the smooth density (measured 1.4e-4, 3.5e-5, 8.7e-6 at M = 256, 512, 1024 for both
+    betas), and at beta = 1000 within
     1e-3 of the zero-temperature field (the O(1/beta) of notes-004 §3.10d)."""
     b, v = np.diag([3.0, 1.0]), np.diag([1.0, 2.0])
 

@@ -16,13 +16,17 @@ built once per run (O(M^2) memory and work per evaluation, BLAS):
   drift), integrated by the trapezoidal rule on L = max(2M, 1024) points, which is spectrally
   exact while the kernel is resolved; the L-point rows are mapped back to the M cells by
   FFTs (the adjoint of the interpolation), so a row costs O(L log L) to build;
-* face velocities are the average of the velocity over the dual cell [theta_j, theta_{j+1}]
-  (Gauss-Legendre, ``nodes`` points), divided for SA by the mean of Z at the two centres: for
-  B = V = I this is (c_{j+1} - c_j)/dx (over Z at the face), the convolution drift's form;
-* every row carries the analytic softmax shift e^{-beta s}, s = |B^T x| (the maximum of
-  <x, B y> over the circle; over the dual cell for faces), so no entry exceeds 1 for any
-  beta. Where Z underflows anyway (no mass within ~sqrt(700/(beta s)) of the maximiser), the
-  velocity is recomputed by log-sum-exp over the cells (midpoint rule).
+* every kernel value carries the analytic softmax shift e^{-beta s(x)}, s(x) = |B^T x| (the
+  maximum of <x, B y> over the circle), so no entry exceeds 1 for any beta;
+* SA face velocities are the average over the dual cell [theta_j, theta_{j+1}] (Gauss-
+  Legendre, ``nodes`` points) of the shifted numerator <tau, V N> e^{-beta s}, divided by the
+  mean of the shifted Z at the two centres: for B = V = I (s = 1) this is (c_{j+1} - c_j)/dx
+  over Z at the face, the convolution drift's form, and for any B it is second order (the
+  shifted fields vary on the kernel's scale, while e^{beta s} may change by e^{beta dx |s'|}
+  across one cell); USA faces average the velocity itself;
+* where Z is round-off rather than the tail (no mass within ~sqrt(700/(beta s)) of the
+  maximiser, ``Z_RELIABLE``), the velocity is recomputed by log-sum-exp over the cells
+  (midpoint rule).
 """
 
 from __future__ import annotations
