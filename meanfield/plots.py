@@ -188,7 +188,16 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
     groups = series_of(runs, keys)
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.6))
     all_b = np.array(sorted({float(r["params"]["model.beta"]) for r in runs.values()}))
-    bb = np.linspace(max(all_b.min() - 0.25, 0), all_b.max() + 0.25, 1500)
+    finite = all_b[np.isfinite(all_b)]
+    lo_b, hi_b = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    # beta = inf (zero temperature) is drawn one step right of the largest finite beta
+    inf_x = hi_b + (max(np.diff(finite).max(), 0.5) if finite.size > 1 else 1.0)
+
+    def xpos(b):
+        b = np.asarray(b, float)
+        return np.where(np.isfinite(b), b, inf_x)
+
+    bb = np.linspace(max(lo_b - 0.25, 0), hi_b + 0.25, 1500)
     dims = sorted({int(r["params"].get("model.dim", base.get("model", {}).get("dim", 2)))
                    for r in runs.values()})
     for j, dim in enumerate(dims):
@@ -208,30 +217,35 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
         for b in betas:
             vals = np.array([s["first_plateau_clusters"] for s in rows[b]
                              if s.get("first_plateau_clusters") is not None], float)
-            rng = np.random.default_rng(int(b * 1000) + g)
-            ax1.plot(b + shift + rng.uniform(-width, width, vals.size), vals, "o", color=color,
+            rng = np.random.default_rng(int(xpos(b) * 1000) + g)
+            ax1.plot(xpos(b) + shift + rng.uniform(-width, width, vals.size), vals, "o",
+                     color=color,
                      ms=3.5, alpha=0.45)
             means.append(vals.mean() if vals.size else np.nan)
             lo.append(vals.min() if vals.size else np.nan)
             hi.append(vals.max() if vals.size else np.nan)
         means = np.array(means)
         name = label or "observed"
-        ax1.errorbar(betas + shift, means, yerr=[means - np.array(lo), np.array(hi) - means],
+        ax1.errorbar(xpos(betas) + shift, means,
+                     yerr=[means - np.array(lo), np.array(hi) - means],
                      fmt="s", color=color, ms=5, capsize=2, label=f"{name}: mean, range")
-        obs = [np.nanmean([s["exit_time"] if s.get("exit_time") is not None else np.nan
-                           for s in rows[b]]) for b in betas]
-        theory = [np.nanmean([s["exit_time_predicted"] if s.get("exit_time_predicted")
-                              is not None else np.nan for s in rows[b]]) for b in betas]
+        def mean_of(key, b, rows=rows):
+            v = [s[key] for s in rows[b] if s.get(key) is not None]
+            return float(np.mean(v)) if v else np.nan
+
+        obs = [mean_of("exit_time", b) for b in betas]
+        theory = [mean_of("exit_time_predicted", b) for b in betas]
         for b in betas:
             v = [s["exit_time"] for s in rows[b] if s.get("exit_time") is not None]
-            ax2.plot([b + shift] * len(v), v, "o", color=color, ms=3, alpha=0.45)
-        ax2.plot(betas + shift, obs, "s", color=color, ms=5, label=f"{name} (mean)")
+            ax2.plot([xpos(b) + shift] * len(v), v, "o", color=color, ms=3, alpha=0.45)
+        ax2.plot(xpos(betas) + shift, obs, "s", color=color, ms=5, label=f"{name} (mean)")
         if np.isfinite(theory).any():
-            ax2.plot(betas, theory, "-", color=color, lw=1.2,
+            ax2.plot(xpos(betas), theory, "-", color=color, lw=1.2,
                      label=f"{label + ': ' if label else ''}linear theory")
         for key, marker, what in (("first_plateau_length", "o", "first plateau length"),
                                   ("one_cluster_time", "^", "time to one cluster")):
-            v = [(b + shift, s[key]) for b in betas for s in rows[b] if s.get(key)]
+            v = [(float(xpos(b)) + shift, s[key]) for b in betas for s in rows[b]
+                 if s.get(key)]
             if v:
                 ax3.plot(*zip(*v, strict=True), marker, color=color, ms=4, alpha=0.6,
                          mfc="none" if marker == "o" else color,
@@ -255,6 +269,10 @@ def plot_sweep(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[s
     if ax3.lines:
         ax3.legend(fontsize=7)
     ax3.grid(alpha=0.3, which="both")
+    if not np.all(np.isfinite(all_b)):
+        for ax in (ax1, ax2, ax3):
+            ticks = [t for t in ax.get_xticks() if lo_b - 1 <= t <= hi_b + 0.5]
+            ax.set_xticks([*ticks, inf_x], [f"{t:g}" for t in ticks] + [r"$\infty$"])
     fig.tight_layout()
     target = Path(fig_dir) if fig_dir else out
     return [save(fig, target / "sweep.png")]
