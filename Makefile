@@ -19,6 +19,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_particles.py
 	$(PY) benchmarks/bench_sphere.py
+	$(PY) benchmarks/bench_atoms.py
+	$(PY) benchmarks/bench_attention.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -98,8 +98,10 @@ CORE: dict[str, dict[str, Key]] = {
     },
     "initial": {
         "kind": Key("noise", str, "uniform | noise | tokens | mode | bumps | file | quantiles "
-                    "(particles: tokens at a circle density's quantiles)",
-                    ("uniform", "noise", "tokens", "mode", "bumps", "file", "quantiles")),
+                    "(particles: tokens at a circle density's quantiles) | vmf (particles: a "
+                    "von Mises-Fisher mixture, initial.directions, kappas, masses)",
+                    ("uniform", "noise", "tokens", "mode", "bumps", "file", "quantiles",
+                     "vmf")),
         "seed": Key(0, int, "random seed (noise, tokens)", check=ge(0),
                     allowed="an integer >= 0"),
         "amplitude": Key(0.01, NUM, "noise sigma (absolute on the density) or mode alpha",
@@ -116,7 +118,11 @@ CORE: dict[str, dict[str, Key]] = {
                            "probability measure; false = seed 003's unnormalised "
                            "1/(2 pi) + sigma xi (mass 1 + O(sigma sqrt(dx)))"),
         "centres": Key([], list, "bumps: centres (angles)"),
-        "masses": Key([], list, "bumps: masses (default equal, sum <= 1)"),
+        "masses": Key([], list, "bumps: masses (default equal, sum <= 1); vmf: weights"),
+        "directions": Key([], list, "vmf: mean directions mu_i (rows in R^d; a non-unit "
+                          "mu_i concentrates kappa_i |mu_i| about mu_i/|mu_i|)",
+                          check=is_matrix, allowed="a list of rows", nested=True),
+        "kappas": Key([], list, "vmf: concentration kappa_i per direction (default: kappa)"),
         "kappa": Key(50.0, NUM, "bumps: von Mises concentration", check=gt(0),
                      allowed="a number > 0"),
         "path": Key("", str, "file: a meanfield HDF5 run (last snapshot) or a .npy array; "

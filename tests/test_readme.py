@@ -46,3 +46,35 @@ def test_circle_example_with_the_default_and_a_plugged_in_drift():
     out = rot.run(ns["initial"].mode(512, 2, 0.05), t_end=1.0)
     exact = ns["initial"].mode(512, 2, 0.05, phase=-2 * 0.7)
     assert np.sum(np.abs(out.density[-1] - exact)) * 2 * np.pi / 512 < 2e-4
+
+
+def _fenced(header: str, lang: str) -> str:
+    """The first ```lang block after the line ``header``."""
+    start = README.index(header)
+    m = re.compile(rf"```{lang}\n(.*?)```", re.S).search(README, start)
+    return m.group(1)
+
+
+def test_attention_section_commands_run_as_written(cli, tmp_path):
+    """The [attention] TOML block and the sh lines of the seed-004 section, as written (the
+    TOML saved as my.toml, with a short t_end): attention table and JSON, a circle run, the
+    zero-temperature particle run, compare."""
+    import json
+    import shlex
+
+    header = "## General attention (Q, K, V) and zero temperature (seed 004)"
+    toml = _fenced(header, "toml")
+    (tmp_path / "my.toml").write_text(toml + "\n[discretization]\ncells = 256\n[time]\n"
+                                      "t_end = 2.0\nn_outputs = 5\n")
+    lines = _fenced(header, "sh").replace("\\\n", " ").strip().splitlines()
+    outputs = []
+    for line in lines:
+        args = shlex.split(line.split("#")[0])
+        assert args[0] == ".venv/bin/meanfield"
+        res = cli(*args[1:], *(["--quiet"] if args[1] == "run" else []), cwd=tmp_path)
+        assert res.returncode == 0, (line, res.stderr)
+        outputs.append(res.stdout)
+    assert "gap gamma = 1" in outputs[0]
+    assert json.loads(outputs[1])["d"] == 10
+    assert (tmp_path / "g.h5").exists() and (tmp_path / "p.h5").exists()
+    assert "W_2" in outputs[-1] and len(outputs[-1].splitlines()) == 2 + 5

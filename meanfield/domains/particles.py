@@ -29,7 +29,7 @@ from meanfield.theory.kernels import ExponentialKernel
 from solvers.clusters import density_cluster_count
 from solvers.stepping import StepStats, integrators
 
-INITIAL_KINDS = ("uniform", "noise", "tokens", "file", "quantiles")
+INITIAL_KINDS = ("uniform", "noise", "tokens", "file", "quantiles", "vmf")
 
 
 def _load_qkv(spec: str):
@@ -184,6 +184,15 @@ class ParticlesProblem:
         i = self.cfg["initial"]
         if i["kind"] in ("uniform", "noise", "tokens"):  # N i.i.d. uniform tokens
             return self.system.uniform_sample(self.cfg["particles"]["batch"], i["seed"])
+        if i["kind"] == "vmf":  # i.i.d. from a von Mises-Fisher mixture (seed 004 Figs. 1-2)
+            from solvers.particles import vmf_mixture
+
+            x = vmf_mixture(i["directions"], i["kappas"] or i["kappa"], i["masses"] or None,
+                            self.cfg["particles"]["count"], self.cfg["particles"]["batch"],
+                            i["seed"])
+            if self.angles:
+                x = np.arctan2(x[..., 1], x[..., 0])
+            return self.system.check_state(x, "initial.directions")
         if i["kind"] == "quantiles":  # deterministic placement at a circle density's quantiles
             from solvers.particles import quantile_circle_density
 
@@ -337,8 +346,18 @@ class Particles(Domain):
             raise InputError("particles.mask", "must be 'none' at model.beta = inf")
         if i["kind"] not in INITIAL_KINDS:
             raise InputError("initial.kind", "must be uniform (= noise = tokens: N i.i.d. "
-                             "uniform tokens), file or quantiles for model.domain = "
+                             "uniform tokens), vmf, file or quantiles for model.domain = "
                              "'particles'", i["kind"])
+        if i["kind"] == "vmf":
+            if not i["directions"] or len(i["directions"][0]) != m["dim"]:
+                raise InputError("initial.directions", f"must list vectors in R^{m['dim']} "
+                                 "(model.dim) for kind 'vmf'", i["directions"])
+            if i["kappas"] and len(i["kappas"]) != len(i["directions"]):
+                raise InputError("initial.kappas", "must give one kappa per direction",
+                                 i["kappas"])
+            if i["masses"] and len(i["masses"]) != len(i["directions"]):
+                raise InputError("initial.masses", "must give one weight per direction",
+                                 i["masses"])
         if i["kind"] == "quantiles" and m["dim"] != 2:
             raise InputError("initial.kind", "'quantiles' (tokens at the quantiles of a circle "
                              "density) needs model.dim = 2", i["kind"])
@@ -380,7 +399,8 @@ class Particles(Domain):
     def effective_tokens(self, cfg: dict) -> float | None:
         """The tokens themselves (i.i.d. uniform draws)."""
         kind = cfg["initial"]["kind"]
-        return float(cfg["particles"]["count"]) if kind not in ("file", "quantiles") else None
+        return float(cfg["particles"]["count"]) if kind not in ("file", "quantiles", "vmf") \
+            else None
 
     def upgrade_diagnostics(self, d: dict[str, np.ndarray], version: int) -> dict:
         """Format 1 stored the Fourier proxy (2/pi) max |c_k| as tv_distance."""

@@ -31,6 +31,7 @@ from solvers.particles.sampling import (
     quantile_circle_density,
     sample_circle_density,
     uniform_sample,
+    vmf_mixture,
 )
 from solvers.particles.summation import FOURIER_CUTOFF, SUMMATIONS
 from solvers.particles.system import (
@@ -46,5 +47,5 @@ __all__ = [
     "REPRESENTATIONS", "SUMMATIONS", "Angles", "AttentionMatrices", "Clusters",
     "ParticleResult", "ParticleSystem", "Representation", "Vectors", "attention_matrices",
     "circle_w1", "detect_clusters", "fourier_coefficients", "harmonic_power", "histogram_tv",
-    "quantile_circle_density", "sample_circle_density", "spectrum", "uniform_sample",
+    "quantile_circle_density", "sample_circle_density", "spectrum", "uniform_sample", "vmf_mixture",
 ]

@@ -69,6 +69,44 @@ def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (j + np.clip(frac, 0.0, 1.0)) * dx
 
 
+def vmf_mixture(directions: ArrayLike, kappas: ArrayLike, weights: ArrayLike | None,
+                count: int, batch: int = 1, seed: int | np.random.Generator | None = None
+                ) -> np.ndarray:
+    """N i.i.d. tokens from a mixture of von Mises-Fisher laws on S^{d-1}, (batch, N, d).
+
+    Component i has density proportional to e^{kappa_i <mu_i, x>} with mu_i = directions[i];
+    a direction that is not a unit vector is used as given, i.e. with concentration
+    kappa_i |mu_i| about mu_i/|mu_i| (seed 004 App. C.1 prints non-unit mu_i, notes-004
+    §3.2). Component counts are multinomial with the ``weights`` (default equal).
+    """
+    from scipy.stats import vonmises_fisher
+
+    mu = np.atleast_2d(np.asarray(directions, float))
+    k = np.broadcast_to(np.asarray(kappas, float), (mu.shape[0],))
+    norms = np.linalg.norm(mu, axis=1)
+    if mu.ndim != 2 or mu.shape[1] < 2 or not np.all(np.isfinite(mu)) or np.any(norms == 0):
+        raise InputError("initial.directions", "must be non-zero vectors in R^d (rows)",
+                         f"shape {mu.shape}")
+    if not np.all(np.isfinite(k)) or np.any(k < 0):
+        raise InputError("initial.kappas", "must be numbers >= 0, one per direction",
+                         list(k))
+    w = np.full(mu.shape[0], 1.0 / mu.shape[0]) if weights is None or len(weights) == 0 \
+        else np.asarray(weights, float)
+    if w.shape != (mu.shape[0],) or np.any(w < 0) or not w.sum() > 0:
+        raise InputError("initial.masses", "must be >= 0, one per direction", list(w))
+    n = check_positive(count, "count", integer=True, minimum=1, inclusive=True)
+    b = check_positive(batch, "batch", integer=True, minimum=1, inclusive=True)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    out = np.empty((b, n, mu.shape[1]))
+    for s in range(b):
+        counts = rng.multinomial(n, w / w.sum())
+        parts = [vonmises_fisher(mu[i] / norms[i], k[i] * norms[i]).rvs(c, random_state=rng)
+                 .reshape(c, -1) for i, c in enumerate(counts) if c]
+        x = np.concatenate(parts)[rng.permutation(n)]
+        out[s] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
 def quantile_circle_density(density: ArrayLike, count: int, offset: float = 0.5
                             ) -> np.ndarray:
     """N angles at the quantiles of a density of cell averages (deterministic placement).
