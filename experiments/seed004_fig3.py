@@ -83,8 +83,17 @@ def figure(table: list[dict]) -> Path:
     return path
 
 
+def check(runs: dict) -> None:
+    """Stop with the failures' messages if a run failed."""
+    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
+           if r["status"] != "complete"]
+    if bad:
+        raise SystemExit("failed runs:\n" + "\n".join(bad))
+
+
 def main() -> int:
-    run_sweep(str(HERE / "seed004_fig3.toml"), [f"model.beta={','.join(BETAS)}"], str(OUT))
+    check(run_sweep(str(HERE / "seed004_fig3.toml"), [f"model.beta={','.join(BETAS)}"],
+                    str(OUT))[0])
     table = rows()
     with atomic_path(OUT / "table.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(table[0]))

@@ -38,10 +38,18 @@ def matrices() -> dict:
     return attention_report(b, v).as_dict()
 
 
+def check(runs: dict) -> None:
+    """Stop with the failures' messages if a run failed."""
+    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
+           if r["status"] != "complete"]
+    if bad:
+        raise SystemExit("failed runs:\n" + "\n".join(bad))
+
+
 def main() -> int:
     rep = matrices()
-    run_sweep(str(HERE / "seed004_fig4.toml"), [f"model.beta={','.join(BETAS)}"], str(OUT),
-              jobs=2)
+    check(run_sweep(str(HERE / "seed004_fig4.toml"), [f"model.beta={','.join(BETAS)}"], str(OUT),
+              jobs=2)[0])
     import matplotlib
 
     matplotlib.use("Agg")

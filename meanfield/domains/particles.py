@@ -201,8 +201,11 @@ class ParticlesProblem:
                 raise InputError("initial.path", "must hold a density (finite, >= 0, positive "
                                  "mass)", i["path"])
             x = quantile_circle_density(p, self.cfg["particles"]["count"])
+            if not self.angles:  # general matrices: unit vectors
+                x = np.stack([np.cos(x), np.sin(x)], axis=-1)
             return self.system.check_state(np.broadcast_to(x, (self.cfg["particles"]["batch"],
-                                                               x.size)).copy(), "initial.path")
+                                                               *x.shape)).copy(),
+                                           "initial.path")
         path = Path(i["path"])
         if not path.is_file() or path.suffix != ".npy":
             raise InputError("initial.path", "must be an existing .npy file of angles (batch, "

@@ -24,9 +24,9 @@ built once per run (O(M^2) memory and work per evaluation, BLAS):
   over Z at the face, the convolution drift's form, and for any B it is second order (the
   shifted fields vary on the kernel's scale, while e^{beta s} may change by e^{beta dx |s'|}
   across one cell); USA faces average the velocity itself;
-* where Z is round-off rather than the tail (no mass within ~sqrt(700/(beta s)) of the
-  maximiser, ``Z_RELIABLE``), the velocity is recomputed by log-sum-exp over the cells
-  (midpoint rule).
+* where Z is ringing or round-off rather than the tail (the quadrature cancels, ``Z_CANCEL``:
+  no mass near the maximiser of a clustered density), the velocity is recomputed by
+  log-sum-exp over the cells (midpoint rule), so |v| <= sigma_max(V) holds everywhere.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ from solvers.circle_grid import TWO_PI
 
 #: exponents above this overflow float64 (e^709.78)
 EXP_LIMIT = 700.0
-#: Z counts as unresolved (the log-sum-exp fallback takes over) below Z_RELIABLE times
-#: max(p) sum_i |G_ji|: the quadrature sums terms of both signs (the band-limited interpolant
-#: of a clustered density rings), so far from the mass Z is round-off, not the tail
-Z_RELIABLE = 1e-7
+#: Z counts as unresolved (the log-sum-exp fallback takes over) where the quadrature cancels:
+#: Z_j <= Z_CANCEL sum_i |G_ji| p_i. The band-limited interpolant of a clustered density rings
+#: (lobes of both signs), so where the softmax window sees only the tails, Z is the ringing or
+#: round-off, not the tail (and |v| could exceed its bound sigma_max(V))
+Z_CANCEL = 0.5
 #: rows of the kernel matrices built per block (memory ~ rows x nodes x L x 8 bytes)
 BLOCK_ROWS = 64
 
@@ -181,7 +182,7 @@ class GeneralAttention:
         if self.model == "sa":
             self._z_c = self._matrix(theta[:, None], np.ones(1), s_c[:, None], numerator=False)
             self._z_c1 = self._z_c.sum(axis=1)
-            self._z_abs = np.abs(self._z_c).sum(axis=1)
+            self._z_abs = np.abs(self._z_c)
         else:
             unit = 1.0 if self.time_unit == "scaled" else 0.0
             self._usa_f = np.exp(self.beta * (s_f - unit))
@@ -262,8 +263,8 @@ class GeneralAttention:
     def _z(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Z at the centres (shifted) and where it is round-off rather than the tail."""
         z = self._z_c @ q + self.background * self._z_c1
-        scale = (self.background + float(q.max())) * self._z_abs
-        return z, ~(z > Z_RELIABLE * scale)
+        scale = self._z_abs @ np.abs(self.background + q)
+        return z, ~(z > Z_CANCEL * scale)
 
     def _log_sum_exp(self, at: np.ndarray, q: np.ndarray) -> np.ndarray:
         """SA velocity at ``at`` by softmax over the cells (midpoint rule, max-shifted)."""
