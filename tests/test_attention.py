@@ -281,3 +281,20 @@ def test_vmf_mixture_moments_and_the_config_kind(cli, tmp_path):
               "--set", "initial.directions=[[0, 0, 1.0]]", "--quiet", "-o", "w.h5",
               cwd=tmp_path)
     assert res.returncode == 2 and "initial.directions" in res.stderr
+
+
+def test_clustered_density_keeps_the_velocity_bound_at_large_beta():
+    """Two narrow clusters at +-e_2 (kappa = 2000, 3 cells wide at M = 512), beta = 1000,
+    B = diag(3, 1), V = diag(1, 2): the band-limited quadrature rings away from the clusters,
+    so Z cancels there; those rows fall back to log-sum-exp and |v| <= sigma_max(V) = 2
+    everywhere (without the fallback the ringing gave |v| up to 2.8), and inside the clusters
+    the velocity contracts them."""
+    b, v = np.diag([3.0, 1.0]), np.diag([1.0, 2.0])
+    s = FiniteVolume(512, drift=GeneralAttention(1000.0, "sa", b, v))
+    p = initial.von_mises_bumps(512, [math.pi / 2, 3 * math.pi / 2], kappa=2000.0)
+    q = s.split(p)
+    for vel in (s.face_velocity(q), s.centre_velocity(q)):
+        assert np.all(np.isfinite(vel)) and np.abs(vel).max() <= 2.0 * (1 + 1e-12)
+    off = np.angle(np.exp(1j * (s.theta - math.pi / 2)) * np.sign(np.sin(s.theta)))
+    near = np.abs(off) < 0.05
+    assert np.all(s.centre_velocity(q)[near] * off[near] < 0)
