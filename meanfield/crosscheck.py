@@ -51,8 +51,8 @@ def particle_plateaus(path: str, tokens: int = 2048, *, t_limit: float | None = 
     """
     with open_run(path) as run:
         cfg = run.config
-        if cfg["model"]["domain"] != "circle" or cfg["model"].get("drift", "convolution") \
-                != "convolution":
+        # a density on the cells of [0, 2 pi) moved by the self-attention convolution
+        if "theta" not in run.coords or run.attrs.get("drift") != "convolution":
             raise InputError("path", "must be a circle run with the self-attention "
                              "convolution drift", str(path))
         p0 = np.asarray(run.snapshot(0), float)

@@ -68,13 +68,11 @@ class Domain:
     def check_attention(self, cfg: dict) -> None:
         """[attention] matrices and beta = inf only where the domain supports them."""
         from meanfield import attention_config
-        from meanfield.domains import DOMAINS
 
         if attention_config.given(cfg):
             if not self.general_attention:
-                ok = [n for n, dom in DOMAINS.items() if dom.general_attention]
-                raise InputError("attention", "general query/key/value matrices apply to "
-                                 f"model.domain = {' or '.join(ok)}, not '{self.name}'")
+                raise InputError("attention", f"model.domain = '{self.name}' takes no general "
+                                 "query/key/value matrices (the circle and particles do)")
             mats = attention_config.matrices(cfg)
             if attention_config.zero_temperature(cfg):
                 sv = np.linalg.svd(mats.B, compute_uv=False)
@@ -83,9 +81,9 @@ class Domain:
                                      "model.beta = inf (B^T x/|B^T x| is undefined where "
                                      "B^T x = 0)", f"sigma_min(B) = {sv[-1]:.3g}")
         if attention_config.zero_temperature(cfg) and not self.zero_temperature:
-            ok = [n for n, dom in DOMAINS.items() if dom.zero_temperature]
-            raise InputError("model.beta", "inf (the zero-temperature model) applies to "
-                             f"model.domain = {' or '.join(ok)}, not '{self.name}'")
+            raise InputError("model.beta", f"inf (the zero-temperature model) is not "
+                             f"available for model.domain = '{self.name}' (the circle and "
+                             "particles have it)")
 
     def problem(self, cfg: dict):
         raise NotImplementedError
