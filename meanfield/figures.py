@@ -209,3 +209,27 @@ def particle_figures(run, res, out: Path, stem: str, title: str, system: int = 0
     fig.tight_layout()
     files.append(save(fig, out / f"{stem}_histograms.png"))
     return files
+
+
+def causal_figures(run, out: Path, stem: str, title: str) -> list[str]:
+    """Space-time maps of the first, a middle and the last slice of token labels and of the
+    label-averaged density (causal runs)."""
+    plt = pyplot()
+    rho = np.asarray(run.density[()], float)               # (time, slice, theta)
+    w = np.asarray(run.static("slice_weight"), float)
+    n = rho.shape[1]
+    panels = [(f"slice 1 of {n} (first tokens)", rho[:, 0]),
+              (f"slice {n // 2 + 1}", rho[:, n // 2]), (f"slice {n} (last tokens)", rho[:, -1]),
+              ("all tokens", np.einsum("s,tsj->tj", w, rho))]
+    t, th = np.asarray(run.times), np.asarray(run.coords["theta"])
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), sharey=True)
+    top = float(np.percentile(rho, 99.5))
+    for ax, (name, data) in zip(axes, panels, strict=True):
+        ax.pcolormesh(t, th, data.T, shading="nearest", cmap="magma", vmin=0, vmax=top,
+                      rasterized=True)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("t")
+    axes[0].set_ylabel(r"$\theta$")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return [save(fig, out / f"{stem}_slices.png")]

@@ -7,7 +7,7 @@ counter, figures) plus one line below.
 
 from __future__ import annotations
 
-from meanfield.domains import circle, particles, sphere, zonal
+from meanfield.domains import causal, circle, particles, sphere, zonal
 from meanfield.domains.base import Domain
 from meanfield.theory.errors import InputError
 
@@ -17,6 +17,7 @@ DOMAINS: dict[str, Domain] = {
     "sphere": sphere.DOMAIN,
     "zonal": zonal.DOMAIN,
     "particles": particles.DOMAIN,
+    "causal": causal.DOMAIN,
 }
 
 

@@ -299,7 +299,7 @@ class ParticleSystem:
     def _attention_rows(self, x: np.ndarray, need_rad: bool = False):
         """Masked row sums and the factor fac_i turning them into the attention average:
         a_N e^{L_i} (USA, in the run's time unit) or 1/den_i (SA)."""
-        rows = self.rep.row_sums(x, self._weights(x.shape[0]), causal=self.mask == "causal",
+        rows = self.rep.row_sums(x, self._weights(x.shape[0]), causal=self.mask != "none",
                                  need_num=True, need_den=self.model == "sa",
                                  need_rad=need_rad)
         if self.model == "usa":

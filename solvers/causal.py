@@ -1,0 +1,235 @@
+"""Causal self-attention on the circle as a mean field over token labels (seed 002, notes-002 §5).
+
+Label token k by s = k/n. The masked mean field is a density rho(s, theta) transported in
+theta only: slice s moves with the velocity of nu^s = int_0^s rho(s', .) ds', the tokens it
+attends to (Q = K = V = I):
+
+    SA (the paper's):  v_s = d_theta(W * nu^s) / (beta W * nu^s),    W(t) = e^{beta t}/beta
+    USA:               v_s = d_theta(W * nu^s)
+
+The label axis is cut into S slices with weights w_l (sum 1); slice l holds a probability
+density p_l and attends to nu_l = sum_{k<l} w_k p_k + theta_self w_l p_l (``self_weight`` =
+theta_self: 1 mimics j <= k, 1/2 is the midpoint rule). One slice is full attention; n slices
+of weight 1/n with point-like data are the particle system. Each nu_l is a prefix sum, and
+convolution is linear: one FFT of all slices, a cumulative sum over slices, two inverse FFTs:
+O(S M log M) per right-hand side. Faces use the convolution drift's form (c_{j+1} - c_j)/dx
+(over Z at the face for SA), and each slice is transported by the fv2 flux of
+``solvers.circle.FiniteVolume`` (the same operations, vectorised over slices), so one slice
+reproduces the full-attention fv2 solver.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from meanfield.theory.checks import check_beta, check_model, check_positive, check_time_unit
+from meanfield.theory.errors import InputError
+from meanfield.theory.kernels import ExponentialKernel
+from solvers.circle_grid import TWO_PI, CircleGrid, circle_multipliers
+
+#: raw-time USA velocities ~ e^beta overflow float64 beyond beta ~ 709
+RAW_BETA_LIMIT = 700.0
+
+
+def fv2_divergence(q: np.ndarray, v: np.ndarray, pbar: float | np.ndarray, dx: float,
+                   limiter_theta: float = 2.0) -> np.ndarray:
+    """-(F_{j+1/2} - F_{j-1/2})/dx of the fv2 flux for densities pbar + q (..., M) with face
+    velocities v (..., M) (face j between cells j and j + 1, periodic): generalised-minmod
+    slopes, upwind face values, the uniform part pbar v exactly (``FiniteVolume.rhs``)."""
+    left = q - np.roll(q, 1, axis=-1)                 # q_j - q_{j-1}
+    right = np.roll(left, -1, axis=-1)                # q_{j+1} - q_j
+    slope = np.minimum(np.abs(left), np.abs(right)) * limiter_theta
+    slope = np.minimum(slope, 0.5 * np.abs(left + right))
+    slope = np.copysign(slope, left) * (left * right > 0.0)
+    half = 0.5 * slope
+    vp, vm = np.maximum(v, 0.0), np.minimum(v, 0.0)
+    flux = (q + half) * vp + vm * np.roll(q - half, -1, axis=-1)
+    flux = flux + v * pbar
+    return (flux - np.roll(flux, 1, axis=-1)) * (-1.0 / dx)
+
+
+class CausalCircle:
+    """Slices of token labels on S^1 under causal SA/USA attention (see the module doc).
+
+    Parameters
+    ----------
+    cells : int
+        M cells per slice.
+    slices : int or array of weights
+        S equal slices, or the slice weights w_l (positive, normalised to sum 1).
+    beta, model, time_unit
+        As for the convolution drift (USA ``scaled``: kernel e^{beta(t-1)}/beta).
+    self_weight : float in [0, 1]
+        theta_self, the weight of a slice in its own attention (1: j <= k; 1/2: midpoint).
+    cfl, dt, accuracy, integrator
+        As for the circle schemes (adaptive dt <= cfl x positivity bound and accuracy /
+        gamma_max of the full-attention theory).
+    """
+
+    name = "causal-fv2"
+    positivity_factor = 0.5
+
+    def __init__(self, cells: int, slices: int | ArrayLike = 1, beta: float = 5.0,
+                 model: str = "sa", *, self_weight: float = 1.0, time_unit: str = "raw",
+                 cfl: float = 0.4, dt: float | None = None, accuracy: float = 0.02,
+                 integrator: str = "ssprk3", limiter_theta: float = 2.0) -> None:
+        self.grid = CircleGrid(cells)
+        self.cells, self.dx, self.theta = self.grid.cells, self.grid.dx, self.grid.theta
+        self.beta = float(check_beta(beta))
+        self.model = check_model(model)
+        self.time_unit = check_time_unit(time_unit, model)
+        if self.model == "usa" and self.time_unit == "raw" and self.beta > RAW_BETA_LIMIT:
+            raise InputError("beta", "raw-time USA velocities ~ e^beta overflow float64 beyond "
+                             "beta ~ 709: use time_unit='scaled'", self.beta)
+        w = np.full(int(slices), 1.0 / int(slices)) if np.ndim(slices) == 0 else \
+            np.asarray(slices, float)
+        if w.ndim != 1 or w.size < 1 or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise InputError("slices", "must be a number >= 1 or positive slice weights",
+                             slices)
+        self.weights = w / w.sum()
+        self.slices = w.size
+        sw = float(self_weight)
+        if not 0.0 <= sw <= 1.0:
+            raise InputError("self_weight", "must be in [0, 1]", self_weight)
+        if sw == 0.0 and self.model == "sa":
+            raise InputError("self_weight", "must be > 0 for SA (the first slice would attend "
+                             "to nothing)", self_weight)
+        self.self_weight = sw
+        self.cfl = check_positive(cfl, "cfl")
+        self.fixed_dt = None if dt in (None, 0) else check_positive(dt, "dt")
+        self.accuracy = check_positive(accuracy, "accuracy")
+        if integrator not in ("ssprk3", "euler"):
+            raise InputError("integrator", "must be ssprk3 or euler", integrator)
+        self.integrator = integrator
+        self.limiter_theta = float(limiter_theta)
+        kernel = ExponentialKernel(self.beta, "scaled")
+        self._conv = circle_multipliers(kernel, self.cells)       # c = W * nu at centres
+        self.rate = math.exp(self.beta) if (self.model == "usa"
+                                            and self.time_unit == "raw") else 1.0
+        # attended mass of slice l: sum_{k<l} w_k + theta w_l
+        self.attended = np.cumsum(self.weights) - (1.0 - sw) * self.weights
+        k = np.arange(self.cells // 2 + 1)
+        lam = circle_multipliers(kernel, self.cells, cell_averages=False).real
+        rates = self.rate * k**2 * lam / TWO_PI
+        if self.model == "sa":
+            rates = rates / (self.beta * lam[0] / TWO_PI if self.beta > 0 else 1.0)
+        #: full-attention linear rates gamma_k (s-independent perturbations grow at these)
+        self.growth_rates = rates
+        self.gamma_max = float(rates[1:].max()) if rates.size > 1 else None
+        self.background = 1.0 / TWO_PI          # every slice is a probability density
+        self.reference_density = self.background
+        self.max_speed = 0.0
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def k_max(self) -> int | None:
+        """Most unstable mode of the full-attention theory (s-independent perturbations)."""
+        return int(np.argmax(self.growth_rates[1:]) + 1) if self.growth_rates.size > 1 \
+            else None
+
+    @property
+    def step_size(self) -> float | None:
+        return self.fixed_dt
+
+    def default_modes(self) -> int:
+        return max(16, 4 * (self.k_max or 4))
+
+    def set_background(self, pbar: float) -> None:
+        self.background = float(pbar)
+
+    # ------------------------------------------------------------------ state
+    def check_density(self, p0: ArrayLike) -> np.ndarray:
+        p = np.array(p0, dtype=float)
+        if p.ndim == 1:
+            p = np.broadcast_to(p, (self.slices, p.size)).copy()
+        if p.shape != (self.slices, self.cells):
+            raise InputError("p0", f"must have shape ({self.slices}, {self.cells}) (slices, "
+                             "cells) or ({self.cells},)", f"shape {p.shape}")
+        if not np.all(np.isfinite(p)) or p.min() < 0:
+            raise InputError("p0", "must be finite and non-negative")
+        mass = p.sum(axis=1) * self.dx
+        if np.any(np.abs(mass - 1.0) > 1e-6):
+            raise InputError("p0", "every slice must be a probability density (mass 1 w.r.t. "
+                             "d theta)", f"masses {mass.min():.6g}..{mass.max():.6g}")
+        return p
+
+    def split(self, p: np.ndarray) -> np.ndarray:
+        return np.asarray(p, float) - self.background
+
+    def join(self, q: np.ndarray) -> np.ndarray:
+        return q + self.background
+
+    def mass_of(self, p: np.ndarray) -> float:
+        return float(self.weights @ np.asarray(p).sum(axis=1) * self.dx)
+
+    # ------------------------------------------------------------------ velocity
+    def potentials(self, q: np.ndarray) -> np.ndarray:
+        """c_l = (W * nu_l)(theta_j), (S, M), in the scaled kernel unit."""
+        spec = np.fft.rfft(q, axis=1) * self.weights[:, None]
+        cum = np.cumsum(spec, axis=0) - (1.0 - self.self_weight) * spec
+        c = np.fft.irfft(cum * self._conv[None, :], n=self.cells, axis=1)
+        return c + (self._conv[0].real * self.background) * self.attended[:, None]
+
+    def face_velocity(self, q: np.ndarray) -> np.ndarray:
+        """v_{l, j+1/2} = (c_{j+1} - c_j)/dx (USA, times the rate), over beta c_face (SA)."""
+        c = self.potentials(q)
+        dc = np.roll(c, -1, axis=1) - c
+        if self.model == "usa":
+            return dc * (self.rate / self.dx)
+        cf = 0.5 * (c + np.roll(c, -1, axis=1))
+        return dc / (self.dx * (self.beta * cf if self.beta > 0 else 1.0))
+
+    # ------------------------------------------------------------------ scheme contract
+    def rhs(self, q: np.ndarray) -> np.ndarray:
+        v = self.face_velocity(q)
+        self.max_speed = float(np.abs(v).max())
+        return fv2_divergence(q, v, self.background, self.dx, self.limiter_theta)
+
+    def stable_dt(self) -> float:
+        return math.inf if self.max_speed <= 0 else self.positivity_factor * self.dx / \
+            self.max_speed
+
+    @property
+    def accuracy_dt(self) -> float:
+        return self.accuracy / self.gamma_max if self.gamma_max else math.inf
+
+    def euler_update(self, q: np.ndarray, dt: float, k: np.ndarray) -> np.ndarray:
+        return q + dt * k
+
+    def min_density(self, q: np.ndarray) -> float:
+        return self.background + float(q.min())
+
+    def advance(self, q, t: float, t_target: float, stats=None, deadline=None,
+                max_steps=None):
+        from solvers.stepping import StepStats, advance
+
+        return advance(self, q, t, t_target, integrator=self.integrator,
+                       fixed_dt=self.fixed_dt, stats=stats if stats is not None
+                       else StepStats(), deadline=deadline, max_steps=max_steps)
+
+    # ------------------------------------------------------------------ diagnostics
+    def token_density(self, q: np.ndarray) -> np.ndarray:
+        """The label-averaged density sum_l w_l p_l (the empirical measure of all tokens)."""
+        return self.weights @ self.join(q)
+
+    def diagnostics(self, q: np.ndarray, modes: int | None = None) -> dict:
+        """mass (all slices), min/max density, max speed, the spectrum and TV distance of
+        the token-averaged density, and each slice's mass."""
+        p = self.token_density(q)
+        modes = self.default_modes() if modes is None else int(modes)
+        spec = np.abs(np.fft.rfft(p))[: modes + 1] * self.dx / self.grid.sinc[: modes + 1]
+        spec[0] = float(p.sum()) * self.dx
+        amp = spec.copy()
+        amp[0] /= math.sqrt(TWO_PI)
+        amp[1:] /= math.sqrt(math.pi)
+        v = self.face_velocity(q)
+        return {"mass": self.mass_of(self.join(q)), "min_density": self.min_density(q),
+                "max_density": self.background + float(q.max()),
+                "max_speed": float(np.abs(v).max()), "spectrum": amp,
+                "dominant_mode": int(np.argmax(amp[1:]) + 1) if amp.size > 1 else 0,
+                "tv_distance": 0.5 * float(np.abs(p - self.background).sum()) * self.dx,
+                "slice_mass": self.join(q).sum(axis=1) * self.dx,
+                "energy": math.nan, "ebar": math.nan}
