@@ -108,3 +108,36 @@ def test_causal_domain_through_the_cli(cli, tmp_path):
     assert json.loads(res.stdout)["w2"][0] < 0.05
     bad = cli(*args, "--set", "initial.kind=tokens", "-o", "x.h5", cwd=tmp_path)
     assert bad.returncode == 2 and "initial.kind" in bad.stderr
+
+
+def test_masked_particles_token_one_and_the_two_token_law():
+    """Causal particles (mask j <= k): token 1 attends only to itself and follows the Oja
+    flow x(t) = e^{tV} x0/|e^{tV} x0| for any B (seed 002 Lemma 3.1); on S^1 with Q = K = V = I
+    token 1 stays put and the gap D of two tokens obeys dD/dt = -h(D)/(1 + e^{beta(cos D -
+    1)}), h(D) = sin D e^{beta(cos D - 1)} (notes-002 V3), to the integrator's tolerance."""
+    from scipy.integrate import solve_ivp
+
+    from solvers.particles import ParticleSystem
+
+    b = np.array([[0.3, 1.2, 0.0], [-0.4, 0.8, 0.5], [0.1, 0.0, 1.1]])
+    v = np.diag([-1.0, 1.0, -2.0])
+    ps = ParticleSystem(5, 3, 9.0, "sa", mask="causal", qkv=(np.eye(3), b, v),
+                        integrator="adaptive", rtol=1e-11, atol=1e-13)
+    x0 = ps.uniform_sample(1, 3)
+    x, _ = ps.advance(x0.copy(), 0.0, 1.5, StepStats())
+    ref = np.exp(1.5 * np.diag(v)) * x0[0, 0]
+    np.testing.assert_allclose(x[0, 0], ref / np.linalg.norm(ref), atol=1e-9)
+
+    beta = 9.0
+    two = ParticleSystem(2, 2, beta, "sa", mask="causal", integrator="adaptive", rtol=1e-11,
+                         atol=1e-13)
+    th0 = np.array([[0.4, 1.3]])
+    th, _ = two.advance(two.check_state(th0), 0.0, 20.0, StepStats())
+
+    def law(_t, d):
+        e = np.exp(beta * (np.cos(d) - 1))
+        return -np.sin(d) * e / (1 + e)
+
+    gap = solve_ivp(law, (0, 20.0), [0.9], rtol=1e-12, atol=1e-14).y[0, -1]
+    assert th[0, 0] == pytest.approx(0.4, abs=1e-12)
+    assert th[0, 1] - th[0, 0] == pytest.approx(gap, rel=1e-7)
