@@ -16,6 +16,14 @@ O(S M log M) per right-hand side. Faces use the convolution drift's form (c_{j+1
 (over Z at the face for SA), and each slice is transported by the fv2 flux of
 ``solvers.circle.FiniteVolume`` (the same operations, vectorised over slices), so one slice
 reproduces the full-attention fv2 solver.
+
+Hybrid (``tokens`` = K > 0): the first K tokens are exact particles of mass
+``token_mass``/K each, ahead of every slice in label order. They follow the masked particle
+equations among themselves (token k attends to tokens j <= k, itself included) and enter
+every slice's nu_l as atoms (their kernel evaluated exactly at the cell centres). This is how
+a mean-field run carries the Renyi seeds, which the continuum limit puts at s -> 0 with no
+weight (notes-002 §5.3). The state is then one flat array: the S x M slice deviations, then
+the K token angles; ``join`` returns the densities and ``tokens`` the angles.
 """
 
 from __future__ import annotations
@@ -51,6 +59,27 @@ def fv2_divergence(q: np.ndarray, v: np.ndarray, pbar: float | np.ndarray, dx: f
     return (flux - np.roll(flux, 1, axis=-1)) * (-1.0 / dx)
 
 
+def slices_from_tokens(angles: ArrayLike, slices: int, cells: int, kappa: float = 200.0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Slice densities (S, M) and weights from token angles in label order: the tokens are
+    cut into ``slices`` consecutive groups, each smoothed by a von Mises bump of concentration
+    kappa (width kappa^{-1/2}, which must be << beta^{-1/2} to keep the seeds), so that the
+    hybrid starts from the same tokens as a particle run (notes-002 §5.4). Weights are the
+    groups' token counts (normalised by CausalCircle)."""
+    a = np.mod(np.asarray(angles, float), TWO_PI)
+    n_s = int(slices)
+    if a.ndim != 1 or not 1 <= n_s <= a.size:
+        raise InputError("slices", f"must be between 1 and the number of tokens ({a.size})",
+                         slices)
+    theta = (np.arange(int(cells)) + 0.5) * TWO_PI / int(cells)
+    groups = np.array_split(a, n_s)
+    out = np.empty((n_s, theta.size))
+    for k, g in enumerate(groups):
+        p = np.exp(kappa * (np.cos(theta[:, None] - g[None, :]) - 1.0)).sum(axis=1)
+        out[k] = p / (p.sum() * TWO_PI / theta.size)   # cell values normalised to mass 1
+    return out, np.array([g.size for g in groups], float)
+
+
 class CausalCircle:
     """Slices of token labels on S^1 under causal SA/USA attention (see the module doc).
 
@@ -75,7 +104,8 @@ class CausalCircle:
     def __init__(self, cells: int, slices: int | ArrayLike = 1, beta: float = 5.0,
                  model: str = "sa", *, self_weight: float = 1.0, time_unit: str = "raw",
                  cfl: float = 0.4, dt: float | None = None, accuracy: float = 0.02,
-                 integrator: str = "ssprk3", limiter_theta: float = 2.0) -> None:
+                 integrator: str = "ssprk3", limiter_theta: float = 2.0,
+                 tokens: int = 0, token_mass: float = 0.0) -> None:
         self.grid = CircleGrid(cells)
         self.cells, self.dx, self.theta = self.grid.cells, self.grid.dx, self.grid.theta
         self.beta = float(check_beta(beta))
@@ -89,8 +119,17 @@ class CausalCircle:
         if w.ndim != 1 or w.size < 1 or not np.all(np.isfinite(w)) or np.any(w <= 0):
             raise InputError("slices", "must be a number >= 1 or positive slice weights",
                              slices)
-        self.weights = w / w.sum()
+        self.tokens = int(tokens)
+        if self.tokens < 0:
+            raise InputError("tokens", "must be an integer >= 0", tokens)
+        tm = float(token_mass) if self.tokens else 0.0
+        if self.tokens and not 0.0 < tm < 1.0:
+            raise InputError("token_mass", "must be in (0, 1): the tokens' share of all "
+                             "tokens (K/n)", token_mass)
+        self.token_mass = tm
+        self.weights = (1.0 - tm) * w / w.sum()      # the slices' shares, after the tokens
         self.slices = w.size
+        self._size = self.slices * self.cells
         sw = float(self_weight)
         if not 0.0 <= sw <= 1.0:
             raise InputError("self_weight", "must be in [0, 1]", self_weight)
@@ -109,8 +148,10 @@ class CausalCircle:
         self._conv = circle_multipliers(kernel, self.cells)       # c = W * nu at centres
         self.rate = math.exp(self.beta) if (self.model == "usa"
                                             and self.time_unit == "raw") else 1.0
-        # attended mass of slice l: sum_{k<l} w_k + theta w_l
+        # attended mass of slice l: sum_{k<l} w_k + theta w_l (the tokens' atoms aside)
         self.attended = np.cumsum(self.weights) - (1.0 - sw) * self.weights
+        self.kernel = kernel
+        self.initial_tokens = np.zeros(self.tokens)
         k = np.arange(self.cells // 2 + 1)
         lam = circle_multipliers(kernel, self.cells, cell_averages=False).real
         rates = self.rate * k**2 * lam / TWO_PI
@@ -156,26 +197,62 @@ class CausalCircle:
                              "d theta)", f"masses {mass.min():.6g}..{mass.max():.6g}")
         return p
 
+    def set_tokens(self, angles: ArrayLike) -> None:
+        """Initial angles of the K hybrid tokens (in label order), used by ``split``."""
+        a = np.asarray(angles, float)
+        if a.shape != (self.tokens,) or not np.all(np.isfinite(a)):
+            raise InputError("tokens", f"must be {self.tokens} finite angles", a.shape)
+        self.initial_tokens = a.copy()
+
     def split(self, p: np.ndarray) -> np.ndarray:
-        return np.asarray(p, float) - self.background
+        q = np.asarray(p, float) - self.background
+        if not self.tokens:
+            return q
+        return np.concatenate([q.ravel(), self.initial_tokens])
+
+    def _parts(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.tokens:
+            return state, np.zeros(0)
+        return state[: self._size].reshape(self.slices, self.cells), state[self._size:]
 
     def join(self, q: np.ndarray) -> np.ndarray:
-        return q + self.background
+        """The slice densities (S, M)."""
+        return self._parts(q)[0] + self.background
+
+    def token_angles(self, state: np.ndarray) -> np.ndarray:
+        """The K hybrid tokens' angles (unwrapped)."""
+        return self._parts(state)[1].copy()
 
     def mass_of(self, p: np.ndarray) -> float:
         return float(self.weights @ np.asarray(p).sum(axis=1) * self.dx)
 
     # ------------------------------------------------------------------ velocity
-    def potentials(self, q: np.ndarray) -> np.ndarray:
-        """c_l = (W * nu_l)(theta_j), (S, M), in the scaled kernel unit."""
+    def potentials(self, q: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+        """c_l = (W * nu_l)(theta_j), (S, M), in the scaled kernel unit; ``x`` the hybrid
+        tokens' angles (atoms of mass token_mass/K in every nu_l)."""
         spec = np.fft.rfft(q, axis=1) * self.weights[:, None]
         cum = np.cumsum(spec, axis=0) - (1.0 - self.self_weight) * spec
         c = np.fft.irfft(cum * self._conv[None, :], n=self.cells, axis=1)
-        return c + (self._conv[0].real * self.background) * self.attended[:, None]
+        c += (self._conv[0].real * self.background) * self.attended[:, None]
+        if x is not None and x.size:
+            k = self.kernel(np.cos(self.theta[:, None] - x[None, :]))   # (M, K)
+            c += (self.token_mass / self.tokens) * k.sum(axis=1)[None, :]
+        return c
+
+    def token_velocity(self, x: np.ndarray) -> np.ndarray:
+        """The hybrid tokens' velocities: token k attends to tokens j <= k (itself included),
+        SA (softmax) or USA (times the tokens' mass share and the rate)."""
+        d = x[:, None] - x[None, :]
+        e = np.tril(np.exp(self.beta * (np.cos(d) - 1.0)))
+        num = -(e * np.sin(d)).sum(axis=1)
+        if self.model == "usa":
+            return num * (self.token_mass / self.tokens) * self.rate
+        return num / e.sum(axis=1)
 
     def face_velocity(self, q: np.ndarray) -> np.ndarray:
         """v_{l, j+1/2} = (c_{j+1} - c_j)/dx (USA, times the rate), over beta c_face (SA)."""
-        c = self.potentials(q)
+        q, x = self._parts(q)
+        c = self.potentials(q, x)
         dc = np.roll(c, -1, axis=1) - c
         if self.model == "usa":
             return dc * (self.rate / self.dx)
@@ -183,10 +260,14 @@ class CausalCircle:
         return dc / (self.dx * (self.beta * cf if self.beta > 0 else 1.0))
 
     # ------------------------------------------------------------------ scheme contract
-    def rhs(self, q: np.ndarray) -> np.ndarray:
-        v = self.face_velocity(q)
+    def rhs(self, state: np.ndarray) -> np.ndarray:
+        v = self.face_velocity(state)
         self.max_speed = float(np.abs(v).max())
-        return fv2_divergence(q, v, self.background, self.dx, self.limiter_theta)
+        q, x = self._parts(state)
+        dq = fv2_divergence(q, v, self.background, self.dx, self.limiter_theta)
+        if not self.tokens:
+            return dq
+        return np.concatenate([dq.ravel(), self.token_velocity(x)])
 
     def stable_dt(self) -> float:
         return math.inf if self.max_speed <= 0 else self.positivity_factor * self.dx / \
@@ -200,7 +281,8 @@ class CausalCircle:
         return q + dt * k
 
     def min_density(self, q: np.ndarray) -> float:
-        return self.background + float(q.min())
+        q = self._parts(q)[0]
+        return self.background + float(q.min()) if np.all(np.isfinite(q)) else -math.inf
 
     def advance(self, q, t: float, t_target: float, stats=None, deadline=None,
                 max_steps=None):
@@ -212,13 +294,20 @@ class CausalCircle:
 
     # ------------------------------------------------------------------ diagnostics
     def token_density(self, q: np.ndarray) -> np.ndarray:
-        """The label-averaged density sum_l w_l p_l (the empirical measure of all tokens)."""
-        return self.weights @ self.join(q)
+        """The label-averaged density of the slices, sum_l w_l p_l / sum_l w_l (the hybrid
+        tokens binned in as m/dx per cell)."""
+        p = self.weights @ self.join(q)
+        x = self._parts(q)[1]
+        if x.size:
+            cells = np.minimum((np.mod(x, TWO_PI) / self.dx).astype(int), self.cells - 1)
+            np.add.at(p, cells, (self.token_mass / self.tokens) / self.dx)
+        return p
 
     def diagnostics(self, q: np.ndarray, modes: int | None = None) -> dict:
         """mass (all slices), min/max density, max speed, the spectrum and TV distance of
         the token-averaged density, and each slice's mass."""
         p = self.token_density(q)
+        pbar = float(p.mean())
         modes = self.default_modes() if modes is None else int(modes)
         spec = np.abs(np.fft.rfft(p))[: modes + 1] * self.dx / self.grid.sinc[: modes + 1]
         spec[0] = float(p.sum()) * self.dx
@@ -226,10 +315,11 @@ class CausalCircle:
         amp[0] /= math.sqrt(TWO_PI)
         amp[1:] /= math.sqrt(math.pi)
         v = self.face_velocity(q)
-        return {"mass": self.mass_of(self.join(q)), "min_density": self.min_density(q),
-                "max_density": self.background + float(q.max()),
+        dens = self.join(q)
+        return {"mass": self.mass_of(dens) + self.token_mass,
+                "min_density": self.min_density(q), "max_density": float(dens.max()),
                 "max_speed": float(np.abs(v).max()), "spectrum": amp,
                 "dominant_mode": int(np.argmax(amp[1:]) + 1) if amp.size > 1 else 0,
-                "tv_distance": 0.5 * float(np.abs(p - self.background).sum()) * self.dx,
-                "slice_mass": self.join(q).sum(axis=1) * self.dx,
+                "tv_distance": 0.5 * float(np.abs(p - pbar).sum()) * self.dx,
+                "slice_mass": dens.sum(axis=1) * self.dx,
                 "energy": math.nan, "ebar": math.nan}

@@ -33,10 +33,15 @@ class CausalProblem(GridProblem):
 
     def __init__(self, cfg: dict) -> None:
         m, d, c = cfg["model"], cfg["discretization"], cfg["causal"]
+        k = c["tokens"]
         scheme = CausalCircle(d["cells"], c["slices"], m["beta"], m["model"],
                               self_weight=c["self_weight"], time_unit=m["time_unit"],
                               cfl=d["cfl"], dt=d["dt"] or None, accuracy=d["accuracy"],
-                              integrator=d["integrator"])
+                              integrator=d["integrator"], tokens=k,
+                              token_mass=k / c["sequence"] if k else 0.0)
+        if k:  # the first tokens: i.i.d. uniform (the Renyi seeds), from initial.seed
+            scheme.set_tokens(np.random.default_rng([cfg["initial"]["seed"], 2]).uniform(
+                0.0, TWO_PI, k))
         super().__init__(cfg, scheme)
         s = self.scheme
         edges = np.concatenate([[0.0], np.cumsum(s.weights)])
@@ -58,12 +63,20 @@ class CausalProblem(GridProblem):
         }
         self.snapshot_specs: dict = {}
         self.event_specs: dict = {}
+        if k:
+            self.coords["token"] = (np.arange(k), {"long_name": "hybrid token (label order)"})
+            self.snapshot_specs = {"token_angle": (("token",), "f8", {
+                "long_name": "angle of the exact first tokens (not wrapped)", "units": "rad"})}
+
+    def snapshot_extras(self, state) -> dict[str, np.ndarray]:
+        return {"token_angle": self.scheme.token_angles(state)} if self.scheme.tokens else {}
 
     def attrs(self) -> dict[str, Any]:
         out = super().attrs()
         s = self.scheme
         out.update({"density_measure": "d theta on [0, 2 pi) per slice of token labels",
                     "domain": "causal", "slices": s.slices, "self_weight": s.self_weight,
+                    "hybrid_tokens": s.tokens, "token_mass": s.token_mass,
                     "drift": "causal convolution",
                     "velocity": "slice s: SA v = d_theta(W*nu^s)/(beta W*nu^s), USA v = "
                                 "d_theta(W*nu^s), nu^s = sum_{k<l} w_k p_k + self_weight w_l "
@@ -99,6 +112,12 @@ class Causal(Domain):
             "self_weight": Key(1.0, NUM, "weight of a slice in its own attention: 1 mimics "
                                "j <= k, 1/2 is the midpoint rule",
                                check=lambda v: 0 <= v <= 1, allowed="a number in [0, 1]"),
+            "tokens": Key(0, int, "hybrid: the first K tokens as exact particles (i.i.d. "
+                          "uniform from initial.seed) ahead of the slices; 0 = none",
+                          check=ge(0), allowed="an integer >= 0"),
+            "sequence": Key(1000, int, "hybrid: the sequence length n; the K tokens hold K/n "
+                            "of the mass, the slices the rest", check=ge(2),
+                            allowed="an integer >= 2"),
         },
     }
     defaults = {"model": {"model": "sa"}}  # noqa: RUF012 - seed 002's normalised attention
@@ -115,6 +134,10 @@ class Causal(Domain):
         if i["kind"] not in INITIAL_KINDS:
             raise InputError("initial.kind", f"must be one of {', '.join(INITIAL_KINDS)} for "
                              "model.domain = 'causal'", i["kind"])
+        c = cfg["causal"]
+        if c["tokens"] and c["tokens"] >= c["sequence"]:
+            raise InputError("causal.tokens", "must be < causal.sequence (the slices hold the "
+                             "other tokens)", c["tokens"])
         if cfg["stop"]["single_cluster"]:
             raise InputError("stop.single_cluster", "needs atoms, which the causal domain "
                              "does not have")
@@ -134,11 +157,16 @@ class Causal(Domain):
                                      clustered_fraction=params["clustered_fraction"])
 
     def points(self, run, index: int, system: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Cell centres with the label-averaged cell masses."""
+        """Cell centres with the label-averaged cell masses, and the hybrid tokens."""
         w = run.static("slice_weight")
         p = np.asarray(w) @ np.asarray(run.snapshot(index), float)
         th = np.asarray(run.coords["theta"], float)
         m = p * (TWO_PI / p.size)
+        tok = run.extra("token_angle")
+        if tok is not None:
+            x = np.asarray(tok[index], float)
+            th = np.concatenate([th, x])
+            m = np.concatenate([m, np.full(x.size, float(run.attrs["token_mass"]) / x.size)])
         return np.stack([np.cos(th), np.sin(th)], axis=1), m / m.sum()
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
