@@ -78,3 +78,16 @@ def test_attention_section_commands_run_as_written(cli, tmp_path):
     assert json.loads(outputs[1])["d"] == 10
     assert (tmp_path / "g.h5").exists() and (tmp_path / "p.h5").exists()
     assert "W_2" in outputs[-1] and len(outputs[-1].splitlines()) == 2 + 5
+
+
+def test_causal_section_commands_run_as_written(cli, tmp_path):
+    """The sh lines of the causal section, as written (default t_end = 1)."""
+    import shlex
+
+    lines = _fenced("## Causal attention: a mean field over token labels (seed 002)",
+                    "sh").replace("\\\n", " ").strip().splitlines()
+    for line in lines:
+        args = shlex.split(line.split("#")[0])
+        res = cli(*args[1:], *(["--quiet"] if args[1] == "run" else []), cwd=tmp_path)
+        assert res.returncode == 0, (line, res.stderr)
+    assert (tmp_path / "causal.h5").exists()
