@@ -43,9 +43,9 @@ def main() -> int:
         with meanfield.open(OUT / f"beta={b}.h5") as run:
             t, x = np.asarray(run.times), np.asarray(run.density[()])
         plateau = np.flatnonzero(t >= 100.0)
-        counts = [np.median([detect_clusters(np.mod(x[i, d], 2 * math.pi), method="gap",
+        counts = [float(np.median([detect_clusters(np.mod(x[i, d], 2 * math.pi), method="gap",
                                              gap=0.05, representation="angles")[0].masses.size
-                             for i in plateau]) for d in range(x.shape[1])]
+                             for i in plateau])) for d in range(x.shape[1])]
         rows.append({"beta": b, "counts": counts, **cluster_scales(float(b))})
     import matplotlib
 
@@ -73,7 +73,8 @@ def main() -> int:
             w.writerow([r["beta"], " ".join(f"{c:g}" for c in r["counts"]), r["renyi"],
                         r["strong_renyi"], r["k_max"], r["sqrt_2beta"]])
     for r in rows:
-        print(f"beta = {r['beta']:4d}: clusters {r['counts']}, per sqrt(beta) "
+        print(f"beta = {r['beta']:4d}: clusters {[f'{c:g}' for c in r['counts']]}, per "
+              f"sqrt(beta) "
               f"{np.mean(r['counts']) / math.sqrt(r['beta']):.2f}; Renyi {r['renyi']:.1f}, "
               f"strong {r['strong_renyi']:.1f}, k_max {r['k_max']:.0f}")
     print(f"figure {OUT / 'counts.png'}")
