@@ -199,3 +199,27 @@ def test_hybrid_run_through_the_cli_resumes_exactly(cli, tmp_path):
         assert a["token_angle"].shape == (13, 8)
     out = json.loads(cli("analyze", "ref.h5", "--json", cwd=tmp_path).stdout)
     assert out["final_clusters"] >= 2 and out["exit_time"] is not None
+
+
+def test_table_one_types_from_v_and_the_configuration_classifier():
+    """seed 002 Table 1 from V alone, and the classifier on synthetic final states."""
+    from meanfield.analysis.configuration import classify_configuration
+    from meanfield.theory.causal import final_configuration
+
+    types = [final_configuration(np.diag(d))["type"] for d in
+             ([1, 1, 1.0], [1, 1, 0.0], [1, 0, 0.0], [-1, -1, -3.0], [-1, -3, -3.0])]
+    assert types == ["first-token point", "one point in L", "two points +-xi",
+                     "cloud around L", "two clouds around +-xi"]
+    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 0.5]])
+    assert final_configuration(rot)["type"] == "rotating"
+    rng = np.random.default_rng(1)
+    e1 = np.eye(3)[:, :1]
+    point = np.tile([0.6, 0.8, 0.0], (10, 1))
+    assert classify_configuration(point, None)["type"] == "one point"
+    pm = np.concatenate([np.tile([1.0, 0, 0], (5, 1)), np.tile([-1.0, 0, 0], (7, 1))])
+    assert classify_configuration(pm, e1)["type"] == "two points"
+    clouds = pm + 0.2 * rng.standard_normal(pm.shape) * [0, 1, 1]
+    clouds /= np.linalg.norm(clouds, axis=1, keepdims=True)
+    assert classify_configuration(clouds, e1)["type"] == "two clouds"
+    ring = np.stack([np.cos(np.arange(12)), np.sin(np.arange(12)), np.zeros(12)], axis=1)
+    assert classify_configuration(ring, np.eye(3)[:, :2])["type"] == "cloud"

@@ -51,3 +51,40 @@ def cluster_scales(beta: float, c: float = 4.0) -> dict[str, float]:
     return {"delta": delta, "renyi": RENYI_CONSTANT * 2 * math.pi / delta,
             "strong_renyi": math.pi / delta, "k_max": float(most_unstable_mode(b, 2)),
             "sqrt_2beta": math.sqrt(2 * b)}
+
+
+#: seed 002 Table 1: the final configuration of (causal or full) attention from V alone
+FINAL_TYPES = ("first-token point", "one point in L", "two points +-xi", "cloud around L",
+               "two clouds around +-xi", "rotating", "not covered")
+
+
+def final_configuration(V) -> dict:
+    """The final configuration seed 002 Table 1 predicts from the value matrix V: its top
+    eigenvalue lambda_max (by real part), the multiplicity, the eigenspace L (orthonormal
+    columns) and the type (``FINAL_TYPES``): V a positive multiple of I -> the first token's
+    initial position; lambda_max > 0 with dim L >= 2 -> one point in L; dim L = 1 -> two points
+    +-xi (L = span xi); lambda_max < 0 -> a cloud around L, or two clouds around +-xi; a complex
+    lambda_max -> the configuration rotates. Only the first row is a theorem (Thm 4.1)."""
+    import numpy as np
+
+    v = np.asarray(V, float)
+    if v.ndim != 2 or v.shape[0] != v.shape[1] or not np.all(np.isfinite(v)):
+        raise InputError("V", "must be a finite square matrix", getattr(v, "shape", None))
+    w, vecs = np.linalg.eig(v)
+    top = float(np.max(w.real))
+    sel = np.abs(w.real - top) <= 1e-9 * max(1.0, abs(top))
+    if np.any(np.abs(w[sel].imag) > 1e-12):
+        return {"type": "rotating", "lambda_max": top, "multiplicity": int(sel.sum()),
+                "L": None}
+    basis, s, _ = np.linalg.svd(vecs[:, sel].real, full_matrices=False)
+    L = basis[:, s > 1e-10 * s.max()]
+    k, d = L.shape[1], v.shape[0]
+    if top > 0 and np.allclose(v, top * np.eye(d)):
+        kind = "first-token point"
+    elif top > 0:
+        kind = "one point in L" if k >= 2 else "two points +-xi"
+    elif top < 0:
+        kind = "cloud around L" if k >= 2 else "two clouds around +-xi"
+    else:
+        kind = "not covered"
+    return {"type": kind, "lambda_max": top, "multiplicity": k, "L": L}
