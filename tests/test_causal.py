@@ -210,7 +210,7 @@ def test_table_one_types_from_v_and_the_configuration_classifier():
              ([1, 1, 1.0], [1, 1, 0.0], [1, 0, 0.0], [-1, -1, -3.0], [-1, -3, -3.0])]
     assert types == ["first-token point", "one point in L", "two points +-xi",
                      "cloud around L", "two clouds around +-xi"]
-    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 0.5]])
+    rot = np.array([[1, -1, 0], [1, 1, 0], [0, 0, 0.5]])          # lambda_max = 1 +- i
     assert final_configuration(rot)["type"] == "rotating"
     rng = np.random.default_rng(1)
     e1 = np.eye(3)[:, :1]
