@@ -21,6 +21,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sphere.py
 	$(PY) benchmarks/bench_atoms.py
 	$(PY) benchmarks/bench_attention.py
+	$(PY) benchmarks/bench_causal.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
