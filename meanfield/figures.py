@@ -178,9 +178,22 @@ def particle_figures(run, res, out: Path, stem: str, title: str, system: int = 0
     n = ang.shape[1]
     pick = np.linspace(0, n - 1, min(n, 300)).round().astype(int)
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    ax.plot(times, ang[:, pick], ",", color="C0", alpha=0.6)
-    ax.plot(np.repeat(times, pick.size), ang[:, pick].ravel(), ".", color="C0", ms=0.8,
-            alpha=0.5)
+    masked = run.config["particles"]["mask"] != "none"
+    if masked:  # token order matters: colour by index, follow the Renyi centres (seed 002)
+        from meanfield.analysis.renyi import renyi_centres
+
+        ax.scatter(np.repeat(times, pick.size), ang[:, pick].ravel(), s=0.8,
+                   c=np.tile(pick, times.size), cmap="viridis", alpha=0.6)
+        beta = float(run.config["model"]["beta"])
+        if 0 < beta < np.inf and 4.0 / np.sqrt(beta) < np.pi:
+            delta = 4.0 / np.sqrt(beta)
+            for strong, color in ((False, "k"), (True, "r")):
+                for c in renyi_centres(ang[0], delta, strong=strong):
+                    ax.plot(times, ang[:, c], ".", color=color, ms=1.2)
+    else:
+        ax.plot(times, ang[:, pick], ",", color="C0", alpha=0.6)
+        ax.plot(np.repeat(times, pick.size), ang[:, pick].ravel(), ".", color="C0", ms=0.8,
+                alpha=0.5)
     k = res["k_max_predicted"]
     t_exit = res.get("exit_time")
     if t_exit is not None and k is not None and k >= 1:
@@ -194,7 +207,9 @@ def particle_figures(run, res, out: Path, stem: str, title: str, system: int = 0
     ax.set_ylim(0, 2 * np.pi)
     ax.set_xlabel(f"t ({run.config['model']['time_unit']} time)")
     ax.set_ylabel(r"$\theta_i$")
-    ax.set_title(f"token trajectories (dashed: predicted cluster angles), {title}",
+    ax.set_title(("tokens by index; Renyi (black) / strong (red) centres, delta = 4/sqrt(beta)"
+                  if masked else
+                  "token trajectories (dashed: predicted cluster angles)") + f", {title}",
                  fontsize=9)
     files.append(save(fig, out / f"{stem}_trajectories.png"))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)

@@ -223,3 +223,13 @@ def test_table_one_types_from_v_and_the_configuration_classifier():
     assert classify_configuration(clouds, e1)["type"] == "two clouds"
     ring = np.stack([np.cos(np.arange(12)), np.sin(np.arange(12)), np.zeros(12)], axis=1)
     assert classify_configuration(ring, np.eye(3)[:, :2])["type"] == "cloud"
+
+
+def test_masked_particle_runs_plot_tokens_by_index_with_their_renyi_centres(cli, tmp_path):
+    args = ["run", "--set", "model.domain=particles", "--set", "model.model=sa", "--set",
+            "particles.mask=causal", "--set", "particles.count=60", "--set", "model.beta=16",
+            "--set", "time.t_end=5", "--set", "time.n_outputs=11", "--quiet", "-o", "m.h5"]
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    res = cli("plot", "m.h5", "-o", "figs", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "figs" / "m_trajectories.png").stat().st_size > 10_000
