@@ -20,7 +20,7 @@ import numpy as np
 import meanfield
 from meanfield.analysis.renyi import captured_fraction, renyi_centres
 from meanfield.io.atomic import atomic_path
-from meanfield.sweep import run_sweep
+from meanfield.sweep import require_complete, run_sweep
 
 HERE = Path(__file__).resolve().parent
 OUT = Path("data/experiments/seed002_fig3")
@@ -30,9 +30,7 @@ SETS = ["particles.batch=8", "time.t_end=150", "time.n_outputs=61"]
 def main() -> int:
     runs, _ = run_sweep(str(HERE / "seed002_fig2.toml"), ["initial.seed=0,1"], str(OUT),
                         jobs=2, sets=SETS)
-    bad = [r["name"] for r in runs.values() if r["status"] != "complete"]
-    if bad:
-        raise SystemExit(f"failed runs: {bad}")
+    require_complete(runs)
     delta = 4 / math.sqrt(64.0)
     fr, fs, times = [], [], None
     for seed in (0, 1):

@@ -20,7 +20,7 @@ import numpy as np
 
 import meanfield
 from meanfield.io.atomic import atomic_path
-from meanfield.sweep import run_sweep
+from meanfield.sweep import require_complete, run_sweep
 from meanfield.theory.causal import cluster_scales
 from solvers.clusters import detect_clusters
 
@@ -35,9 +35,7 @@ def main() -> int:
     runs, _ = run_sweep(str(HERE / "seed002_fig2.toml"),
                         [f"model.beta={','.join(map(str, BETAS))}"], str(OUT), jobs=2,
                         sets=SETS)
-    bad = [r["name"] for r in runs.values() if r["status"] != "complete"]
-    if bad:
-        raise SystemExit(f"failed runs: {bad}")
+    require_complete(runs)
     rows = []
     for b in BETAS:
         with meanfield.open(OUT / f"beta={b}.h5") as run:

@@ -20,7 +20,7 @@ import numpy as np
 
 import meanfield
 from meanfield.io.atomic import atomic_path
-from meanfield.sweep import run_sweep
+from meanfield.sweep import require_complete, run_sweep
 
 HERE = Path(__file__).resolve().parent
 OUT = Path("data/experiments/seed004_circle")
@@ -33,22 +33,14 @@ def pde_path(b: str) -> Path:
     return OUT / ("pde_fine" if b == "1000" else "pde") / f"beta={b}.h5"
 
 
-def check(runs: dict) -> None:
-    """Stop with the failures' messages if a run failed."""
-    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
-           if r["status"] != "complete"]
-    if bad:
-        raise SystemExit("failed runs:\n" + "\n".join(bad))
-
-
 def main() -> int:
     cfg = str(HERE / "seed004_circle.toml")
-    check(run_sweep(cfg, ["model.beta=10,100,inf"], str(OUT / "pde"), jobs=2)[0])
-    check(run_sweep(cfg, ["model.beta=1000"], str(OUT / "pde_fine"),
-              sets=["discretization.cells=1024"])[0])
+    require_complete(run_sweep(cfg, ["model.beta=10,100,inf"], str(OUT / "pde"), jobs=2)[0])
+    require_complete(run_sweep(cfg, ["model.beta=1000"], str(OUT / "pde_fine"),
+                               sets=["discretization.cells=1024"])[0])
     # the particles start at the quantiles of the PDE's first snapshot (the same f_0)
-    check(run_sweep(cfg, [f"model.beta={','.join(BETAS)}"], str(OUT / "particles"), jobs=2,
-              sets=[*PARTICLES, f'initial.path="{pde_path("10")}"'])[0])
+    require_complete(run_sweep(cfg, [f"model.beta={','.join(BETAS)}"], str(OUT / "particles"),
+                               jobs=2, sets=[*PARTICLES, f'initial.path="{pde_path("10")}"'])[0])
     import matplotlib
 
     matplotlib.use("Agg")

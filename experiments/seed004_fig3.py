@@ -19,7 +19,7 @@ import numpy as np
 
 import meanfield
 from meanfield.io.atomic import atomic_path
-from meanfield.sweep import run_sweep
+from meanfield.sweep import require_complete, run_sweep
 
 HERE = Path(__file__).resolve().parent
 OUT = Path("data/experiments/seed004_fig3")
@@ -83,17 +83,9 @@ def figure(table: list[dict]) -> Path:
     return path
 
 
-def check(runs: dict) -> None:
-    """Stop with the failures' messages if a run failed."""
-    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
-           if r["status"] != "complete"]
-    if bad:
-        raise SystemExit("failed runs:\n" + "\n".join(bad))
-
-
 def main() -> int:
-    check(run_sweep(str(HERE / "seed004_fig3.toml"), [f"model.beta={','.join(BETAS)}"],
-                    str(OUT))[0])
+    require_complete(run_sweep(str(HERE / "seed004_fig3.toml"),
+                               [f"model.beta={','.join(BETAS)}"], str(OUT))[0])
     table = rows()
     with atomic_path(OUT / "table.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(table[0]))

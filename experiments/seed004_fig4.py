@@ -20,7 +20,7 @@ import numpy as np
 
 import meanfield
 from meanfield.io.atomic import atomic_path
-from meanfield.sweep import run_sweep
+from meanfield.sweep import require_complete, run_sweep
 from meanfield.theory.attention import attention_report
 
 HERE = Path(__file__).resolve().parent
@@ -38,18 +38,10 @@ def matrices() -> dict:
     return attention_report(b, v).as_dict()
 
 
-def check(runs: dict) -> None:
-    """Stop with the failures' messages if a run failed."""
-    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
-           if r["status"] != "complete"]
-    if bad:
-        raise SystemExit("failed runs:\n" + "\n".join(bad))
-
-
 def main() -> int:
     rep = matrices()
-    check(run_sweep(str(HERE / "seed004_fig4.toml"), [f"model.beta={','.join(BETAS)}"], str(OUT),
-              jobs=2)[0])
+    require_complete(run_sweep(str(HERE / "seed004_fig4.toml"),
+                               [f"model.beta={','.join(BETAS)}"], str(OUT), jobs=2)[0])
     import matplotlib
 
     matplotlib.use("Agg")

@@ -442,6 +442,15 @@ def series_of(runs: dict[str, dict] | Iterable[dict], keys: Sequence[str]
     return out
 
 
+def require_complete(runs: dict[str, dict]) -> dict[str, dict]:
+    """The runs, or SystemExit listing every failed run with its message (for scripts)."""
+    bad = [f"{r['name']}: {r.get('message')}" for r in runs.values()
+           if r["status"] != "complete"]
+    if bad:
+        raise SystemExit("failed runs:\n" + "\n".join(bad))
+    return runs
+
+
 def observed_table(params: list[Param], runs: dict[str, dict]) -> list[str]:
     """beta, predicted k_max, observed first-plateau clusters (per seed) lines, one block
     per series (the swept keys other than beta and the seed)."""
