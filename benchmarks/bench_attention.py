@@ -46,7 +46,7 @@ def rhs_table(sizes) -> None:
         s = FiniteVolume(m, drift=GeneralAttention(BETA, "sa", B, V))
         build = time.perf_counter() - start
         d = s.drift
-        mb = sum(a.nbytes for a in (d._num_f, d._num_c, d._z_c)) / 2**20
+        mb = sum(a.nbytes for a in (d._num_f, d._num_c, d._z_c, d._z_abs)) / 2**20
         q = s.split(initial.mode(m, 1, 0.5 / (2 * math.pi), -1.0))
         p = s.join(q)
         ours = best_time(lambda s=s, q=q: s.rhs(q))
