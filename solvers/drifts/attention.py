@@ -239,12 +239,7 @@ class GeneralAttention:
             return num * self._usa_f
         z, bad_c = self._z(q)
         den = 0.5 * (z + np.roll(z, -1))
-        bad = bad_c | np.roll(bad_c, -1)
-        if bad.any():
-            v = num / np.where(bad, 1.0, den)
-            v[bad] = self._log_sum_exp(self.grid.theta[bad] + 0.5 * self.dx, q)
-            return v
-        return num / den
+        return self._ratio(num, den, bad_c | np.roll(bad_c, -1), 0.5 * self.dx, q)
 
     def centre_velocity(self, q: np.ndarray) -> np.ndarray:
         if self.zero_temperature:
@@ -254,11 +249,16 @@ class GeneralAttention:
         if self.model == "usa":
             return num * self._usa_c
         z, bad = self._z(q)
-        if bad.any():
-            v = num / np.where(bad, 1.0, z)
-            v[bad] = self._log_sum_exp(self.grid.theta[bad], q)
-            return v
-        return num / z
+        return self._ratio(num, z, bad, 0.0, q)
+
+    def _ratio(self, num: np.ndarray, den: np.ndarray, bad: np.ndarray, offset: float,
+               q: np.ndarray) -> np.ndarray:
+        """num/den, with log-sum-exp where Z is unresolved (points theta_j + offset)."""
+        if not bad.any():
+            return num / den
+        v = num / np.where(bad, 1.0, den)
+        v[bad] = self._log_sum_exp(self.grid.theta[bad] + offset, q)
+        return v
 
     def _z(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Z at the centres (shifted) and where it is round-off rather than the tail."""
