@@ -83,6 +83,15 @@ CORE: dict[str, dict[str, Key]] = {
         "path": Key("", str, "instead of literal matrices: a .npz with B (or Q and K) and "
                     "optionally V"),
     },
+    "frozen": {
+        "centres": Key([], list, "frozen cross-attention centres theta_j (angles, S^1; seed "
+                       "002 Thm 5.2): every token attends to them, they never move",
+                       check=lambda v: all(isinstance(x, (int, float)) and math.isfinite(x)
+                                           for x in v), allowed="a list of finite angles"),
+        "weights": Key([], list, "their weights a_j in units of one token (default 1 each)",
+                       check=lambda v: all(isinstance(x, (int, float)) and x > 0 for x in v),
+                       allowed="a list of positive numbers"),
+    },
     "discretization": {
         "scheme": Key("fv2", str, "fv2 | rusanov | lf (circle); spectral (sphere); fv (zonal)"),
         "cells": Key(1024, int, "number of cells M (circle, zonal)", check=ge(8),
@@ -199,13 +208,18 @@ CORE: dict[str, dict[str, Key]] = {
         "clustered_fraction": Key(0.5, NUM, "clusters are counted once this fraction of the "
                                   "mass lies in cluster cores (else 0: still forming)",
                                   check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
+        "renyi_delta": Key(0.0, NUM, "token-ordered runs: Renyi separation delta (0 = "
+                           "4 beta^{-1/2}, seed 002's c = 4)", check=lambda v: 0 <= v < math.pi,
+                           allowed="a number in [0, pi)"),
+        "capture_radius": Key(0.05, NUM, "token-ordered runs: a token is captured within this "
+                              "arc distance of a centre (notes-002 V9)", check=gt(0),
+                              allowed="a number > 0"),
     },
 }
 
 #: section order of the full schema (domain sections such as [particles] go before [initial])
-_ORDER = ("model", "drift", "attention", "discretization", "particles", "atoms", "initial",
-          "time", "stop",
-          "output", "analysis")
+_ORDER = ("model", "drift", "attention", "frozen", "discretization", "particles", "atoms",
+          "initial", "time", "stop", "output", "analysis")
 
 
 def _build_schema() -> tuple[dict[str, dict[str, Key]], dict[tuple[str, str], str]]:

@@ -24,6 +24,17 @@ every slice's nu_l as atoms (their kernel evaluated exactly at the cell centres)
 a mean-field run carries the Renyi seeds, which the continuum limit puts at s -> 0 with no
 weight (notes-002 §5.3). The state is then one flat array: the S x M slice deviations, then
 the K token angles; ``join`` returns the densities and ``tokens`` the angles.
+
+General query/key/value (``B`` = Q^T K, ``V``, seed 004 eq. 2): the velocity of slice l is
+that of ``solvers.drifts.attention.GeneralAttention`` for the measure nu_l, its kernel
+matrices built once and applied to all S prefix sums in one BLAS product per field (O(S M^2)
+per right-hand side instead of O(S M log M): the kernel is no longer a convolution). Atoms
+(hybrid tokens, frozen centres) enter through the same shifted kernels, and the hybrid
+tokens follow the general particle equations.
+
+Frozen centres (cross-attention, seed 002 Thm 5.2, notes-002 §1.7): fixed angles theta_j with
+masses a_j/n (``centre_mass``, the paper's weights a_j in units of one token) that every
+slice and every hybrid token attends to, and that never move.
 """
 
 from __future__ import annotations
@@ -105,7 +116,9 @@ class CausalCircle:
                  model: str = "sa", *, self_weight: float = 1.0, time_unit: str = "raw",
                  cfl: float = 0.4, dt: float | None = None, accuracy: float = 0.02,
                  integrator: str = "ssprk3", limiter_theta: float = 2.0,
-                 tokens: int = 0, token_mass: float = 0.0) -> None:
+                 tokens: int = 0, token_mass: float = 0.0, B: ArrayLike | None = None,
+                 V: ArrayLike | None = None, centres: ArrayLike = (),
+                 centre_mass: ArrayLike = ()) -> None:
         self.grid = CircleGrid(cells)
         self.cells, self.dx, self.theta = self.grid.cells, self.grid.dx, self.grid.theta
         self.beta = float(check_beta(beta))
@@ -152,14 +165,33 @@ class CausalCircle:
         self.attended = np.cumsum(self.weights) - (1.0 - sw) * self.weights
         self.kernel = kernel
         self.initial_tokens = np.zeros(self.tokens)
+        self.centres = np.asarray(centres, float).ravel()
+        cm = np.asarray(centre_mass, float).ravel()
+        if not np.all(np.isfinite(self.centres)):
+            raise InputError("centres", "must be finite angles", centres)
+        if cm.size != self.centres.size or not np.all(np.isfinite(cm)) or np.any(cm <= 0):
+            raise InputError("centre_mass", f"must be {self.centres.size} positive masses "
+                             "(one per centre)", centre_mass)
+        self.centre_mass = cm
+        self.attention = None
+        if B is not None or V is not None:
+            from solvers.drifts.attention import GeneralAttention
+
+            att = GeneralAttention(self.beta, self.model, B, V, self.time_unit)
+            if not att.isotropic:
+                att.bind(self.grid)
+                self.attention = att
+                self._centre_fields = att.atom_fields(self.centres)
         k = np.arange(self.cells // 2 + 1)
         lam = circle_multipliers(kernel, self.cells, cell_averages=False).real
         rates = self.rate * k**2 * lam / TWO_PI
         if self.model == "sa":
             rates = rates / (self.beta * lam[0] / TWO_PI if self.beta > 0 else 1.0)
-        #: full-attention linear rates gamma_k (s-independent perturbations grow at these)
+        #: full-attention linear rates gamma_k (s-independent perturbations grow at these;
+        #: Q = K = V = I only)
         self.growth_rates = rates
-        self.gamma_max = float(rates[1:].max()) if rates.size > 1 else None
+        self.gamma_max = float(rates[1:].max()) if rates.size > 1 and \
+            self.attention is None else None
         self.background = 1.0 / TWO_PI          # every slice is a probability density
         self.reference_density = self.background
         self.max_speed = 0.0
@@ -237,21 +269,74 @@ class CausalCircle:
         if x is not None and x.size:
             k = self.kernel(np.cos(self.theta[:, None] - x[None, :]))   # (M, K)
             c += (self.token_mass / self.tokens) * k.sum(axis=1)[None, :]
+        if self.centres.size:
+            k = self.kernel(np.cos(self.theta[:, None] - self.centres[None, :]))
+            c += (k @ self.centre_mass)[None, :]
         return c
 
     def token_velocity(self, x: np.ndarray) -> np.ndarray:
-        """The hybrid tokens' velocities: token k attends to tokens j <= k (itself included),
-        SA (softmax) or USA (times the tokens' mass share and the rate)."""
-        d = x[:, None] - x[None, :]
-        e = np.tril(np.exp(self.beta * (np.cos(d) - 1.0)))
-        num = -(e * np.sin(d)).sum(axis=1)
+        """The hybrid tokens' velocities: token k attends to tokens j <= k (itself included)
+        and to the frozen centres, SA (softmax) or USA (times the masses and the rate):
+        v_k = <tau_k, V sum_j m_j e^{beta <x_k, B x_j>} x_j> (/ Z_k for SA), the exponent
+        shifted by s(x_k) = |B^T x_k| (1 for B = I)."""
+        m = np.tril(np.full((x.size, x.size), self.token_mass / self.tokens))
+        ang = np.concatenate([np.broadcast_to(x, m.shape), np.broadcast_to(
+            self.centres, (x.size, self.centres.size))], axis=1)          # (K, K + C)
+        m = np.concatenate([m, np.broadcast_to(self.centre_mass, (x.size,
+                                                                  self.centres.size))], axis=1)
+        att = self.attention
+        if att is None:
+            d = x[:, None] - ang
+            e = m * np.exp(self.beta * (np.cos(d) - 1.0))
+            num, den = -(e * np.sin(d)).sum(axis=1), e.sum(axis=1)
+        else:
+            xk = np.stack([np.cos(x), np.sin(x)], axis=-1)               # (K, 2)
+            tau = np.stack([-np.sin(x), np.cos(x)], axis=-1)
+            y = np.stack([np.cos(ang), np.sin(ang)], axis=-1)            # (K, K + C, 2)
+            score = np.einsum("ki,ij,klj->kl", xk, att.B, y)
+            shift = att.shift(x)
+            e = m * np.exp(att.beta * (score - shift[:, None]))
+            num = np.einsum("kl,ki,ij,klj->k", e, tau, att.V, y)
+            den = e.sum(axis=1)
+            if self.model == "usa":
+                unit = 1.0 if self.time_unit == "scaled" else 0.0
+                return num * np.exp(att.beta * (shift - unit))
+            return num / den
         if self.model == "usa":
-            return num * (self.token_mass / self.tokens) * self.rate
-        return num / e.sum(axis=1)
+            return num * self.rate
+        return num / den
+
+    def _general_face_velocity(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Face velocities of every slice's nu_l through the general-attention kernels."""
+        att = self.attention
+        wq = q * self.weights[:, None]
+        dev = np.cumsum(wq, axis=0) - (1.0 - self.self_weight) * wq
+        uniform = self.background * self.attended
+        angles, masses, num, z = [], [], [], []
+        if x.size:
+            n_x, z_x = att.atom_fields(x)
+            angles.append(x)
+            masses.append(np.full(x.size, self.token_mass / self.tokens))
+            num.append(n_x)
+            z.append(z_x)
+        if self.centres.size:
+            angles.append(self.centres)
+            masses.append(self.centre_mass)
+            num.append(self._centre_fields[0])
+            z.append(self._centre_fields[1])
+        atoms = None
+        if angles:
+            mass = np.concatenate(masses)
+            atoms = (np.concatenate(angles), np.broadcast_to(mass, (self.slices, mass.size)),
+                     np.concatenate(num, axis=1), np.concatenate(z, axis=1))
+        return att.face_velocity_rows(dev, uniform, atoms)
 
     def face_velocity(self, q: np.ndarray) -> np.ndarray:
-        """v_{l, j+1/2} = (c_{j+1} - c_j)/dx (USA, times the rate), over beta c_face (SA)."""
+        """v_{l, j+1/2} = (c_{j+1} - c_j)/dx (USA, times the rate), over beta c_face (SA);
+        general B, V: the attention drift's face velocities of each nu_l."""
         q, x = self._parts(q)
+        if self.attention is not None:
+            return self._general_face_velocity(q, x)
         c = self.potentials(q, x)
         dc = np.roll(c, -1, axis=1) - c
         if self.model == "usa":

@@ -233,3 +233,117 @@ def test_masked_particle_runs_plot_tokens_by_index_with_their_renyi_centres(cli,
     res = cli("plot", "m.h5", "-o", "figs", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "figs" / "m_trajectories.png").stat().st_size > 10_000
+
+
+B_GEN = np.array([[1.0, 0.3], [-0.2, 0.8]])
+V_GEN = np.array([[1.0, 0.1], [0.0, 0.7]])
+
+
+@pytest.mark.parametrize("model,t_end", [("sa", 6.0), ("usa", 0.5)])
+def test_general_matrices_one_slice_is_the_attention_solver(model, t_end):
+    """General B = Q^T K and V (the attention drift's kernel matrices applied to every prefix
+    sum): one slice equals the full-attention fv2 solver with the ``attention`` drift, same
+    steps, to 1e-12 (measured 1e-16 SA, 4e-18 USA)."""
+    from solvers.drifts.attention import GeneralAttention
+
+    p0 = initial.white_noise(128, 0.01, seed=1)
+    ref = FiniteVolume(128, drift=GeneralAttention(5.0, model, B_GEN, V_GEN)).run(
+        p0, t_end, [0.0, t_end])
+    c = CausalCircle(128, 1, 5.0, model, B=B_GEN, V=V_GEN)
+    stats = StepStats()
+    q, _ = c.advance(c.split(c.check_density(p0)), 0.0, t_end, stats)
+    assert stats.steps == ref.steps
+    assert np.abs(c.join(q)[0] - ref.density[-1]).max() <= 1e-12 * ref.density[-1].max()
+
+
+def test_general_matrices_with_tokens_and_centres_keep_the_mask_and_oja_flow():
+    """General B, V with K = 3 hybrid tokens and two frozen centres: the uniform part of the
+    mass is exact per slice, earlier slices are bitwise independent of the last one, and a
+    token that attends only to itself (no centres) follows x(t) = e^{tV}x0/|e^{tV}x0| to the
+    SSP-RK3 order (dt = 1e-2: 1e-7)."""
+    from scipy.linalg import expm
+
+    kw = {"B": B_GEN, "V": V_GEN, "dt": 1e-2}
+    c = CausalCircle(128, 4, 9.0, "sa", tokens=3, token_mass=0.1, centres=[0.0, 2.0],
+                     centre_mass=[0.01, 0.01], **kw)
+    c.set_tokens([0.3, 1.0, 4.0])
+    p = np.stack([initial.white_noise(128, 0.01, seed=s) for s in range(4)])
+    other = p.copy()
+    other[-1] = initial.white_noise(128, 0.01, seed=99)
+    a, _ = c.advance(c.split(p), 0.0, 2.0, StepStats())
+    b, _ = c.advance(c.split(other), 0.0, 2.0, StepStats())
+    pa, pb = c.join(a), c.join(b)
+    assert np.array_equal(pa[:-1], pb[:-1]) and not np.array_equal(pa[-1], pb[-1])
+    assert np.array_equal(c.token_angles(a), c.token_angles(b))
+    assert np.abs(pa.sum(axis=1) * c.dx - 1).max() < 1e-13 and c.min_density(a) >= 0
+    solo = CausalCircle(128, 2, 9.0, "sa", tokens=2, token_mass=0.1, **kw)
+    solo.set_tokens([0.3, 2.0])
+    st, _ = solo.advance(solo.split(np.full((2, 128), 1 / TWO_PI)), 0.0, 2.0, StepStats())
+    x = expm(2.0 * V_GEN) @ np.array([math.cos(0.3), math.sin(0.3)])
+    assert abs(solo.token_angles(st)[0] - math.atan2(x[1], x[0])) < 1e-7
+
+
+def test_frozen_centres_capture_every_token():
+    """Seed 002 Thm 5.2 (notes-002 V13): beta = 15, centres 0, 2 pi/3, 4 pi/3 with a_j = 1
+    (spacing 2.09 > c beta^{-1/2} = 1.678 for c = 6.5), eps = 0.1. Particles (n = 200 causal
+    tokens after the frozen keys): at t = 100 every token is within eps beta^{-1/2} = 0.0258
+    rad of a centre (measured 1e-7) and the centres have not moved. Causal PDE with one slice
+    per token (S = n = 30, mass a_j/n per centre, M = 256): by t = 40 no slice keeps mass
+    farther than 0.0258 + dx from a centre. With 5 tokens per slice (S = 6) a slice's own
+    mass (1/6) outweighs a centre's (1/30) and it clusters between the centres: over 10 % of
+    the mass stays away, the reason the PDE needs slices no heavier than the centres."""
+    from solvers.particles import ParticleSystem
+
+    beta, n = 15.0, 200
+    cen = np.array([0.0, 2 * math.pi / 3, 4 * math.pi / 3])
+    ps = ParticleSystem(n + 3, 2, beta, "sa", mask="causal", masses=np.ones(n + 3), frozen=3,
+                        integrator="adaptive", rtol=1e-7, atol=1e-9)
+    x0 = np.concatenate([cen, np.random.default_rng(0).uniform(0, TWO_PI, n)])
+    x, _ = ps.advance(ps.check_state(x0[None]), 0.0, 100.0, StepStats())
+    dist = np.abs(np.angle(np.exp(1j * (x[0, 3:, None] - cen[None, :])))).min(axis=1)
+    assert dist.max() < 0.1 / math.sqrt(beta)
+    assert np.array_equal(x[0, :3], cen)
+
+    far = []
+    for s, t_end in ((30, 40.0), (6, 20.0)):
+        c = CausalCircle(256, s, beta, "sa", centres=cen, centre_mass=np.full(3, 1 / 30))
+        p = np.stack([initial.white_noise(256, 0.01, seed=k) for k in range(s)])
+        q, _ = c.advance(c.split(p), 0.0, t_end, StepStats())
+        d = np.abs(np.angle(np.exp(1j * (c.theta[:, None] - cen[None, :])))).min(axis=1)
+        far.append((c.join(q)[:, d > 0.1 / math.sqrt(beta) + c.dx] * c.dx).sum(axis=1))
+    assert far[0].max() < 1e-8
+    assert c.weights @ far[1] > 0.1
+
+
+def test_frozen_centres_and_token_order_through_the_cli(cli, tmp_path):
+    """[frozen] centres for masked particles and the causal domain with [attention] matrices:
+    runs, the frozen tokens stored first and unmoved, and ``analyze`` reporting the Renyi
+    centres, captured fractions, centre drift and the Table 1 prediction from V."""
+    import h5py
+
+    cfg = tmp_path / "frozen.toml"
+    cfg.write_text('[model]\ndomain = "particles"\nbeta = 15\nmodel = "sa"\n'
+                   '[particles]\ncount = 100\nmask = "causal"\nintegrator = "adaptive"\n'
+                   'rtol = 1e-7\natol = 1e-9\n[frozen]\ncentres = [0.0, 2.0943951023931953, '
+                   '4.1887902047863905]\n[time]\nt_end = 100\nn_outputs = 5\n')
+    res = cli("run", str(cfg), "-o", "p.h5", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "p.h5") as f:
+        x = f["angles"][()]
+        assert f.attrs["frozen_tokens"] == 3 and x.shape[-1] == 103
+        assert np.array_equal(x[-1, 0, :3], x[0, 0, :3])
+    tok = json.loads(cli("analyze", "p.h5", "--json", cwd=tmp_path).stdout)["token_order"]
+    assert tok["delta"] == pytest.approx(4 / math.sqrt(15))
+    assert tok["renyi_captured"][-1] == 1.0 and tok["predicted_final"] == "first-token point"
+    args = ["run", "--set", "model.domain=causal", "--set", "model.beta=9", "--set",
+            "causal.slices=4", "--set", "discretization.cells=64", "--set", "time.t_end=2",
+            "--set", "attention.V=[[1.0, 0.1], [0.0, 0.7]]", "--set", "frozen.centres=[1.0]",
+            "--quiet", "-o", "c.h5"]
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert f.attrs["drift"] == "causal general attention"
+        assert list(f.attrs["frozen_centres"]) == [1.0]
+    bad = cli(*args[:-1], "c2.h5", "--set", "frozen.weights=[1, 2]", cwd=tmp_path)
+    assert bad.returncode == 2 and "frozen.weights" in bad.stderr and not (
+        tmp_path / "c2.h5").exists()

@@ -91,3 +91,19 @@ def test_causal_section_commands_run_as_written(cli, tmp_path):
         res = cli(*args[1:], *(["--quiet"] if args[1] == "run" else []), cwd=tmp_path)
         assert res.returncode == 0, (line, res.stderr)
     assert (tmp_path / "causal.h5").exists()
+
+
+def test_frozen_centres_commands_run_as_written(cli, tmp_path):
+    """The [frozen] TOML and sh lines of the causal section, as written: every token of
+    notes-002 V13 ends captured by a centre."""
+    import shlex
+
+    header = "### General Q, K, V, frozen centres and token order"
+    (tmp_path / "frozen.toml").write_text(_fenced(header, "toml"))
+    out = []
+    for line in _fenced(header, "sh").strip().splitlines():
+        args = shlex.split(line.split("#")[0])
+        res = cli(*args[1:], *(["--quiet"] if args[1] == "run" else []), cwd=tmp_path)
+        assert res.returncode == 0, (line, res.stderr)
+        out.append(res.stdout)
+    assert "captured at the end 1.000" in out[-1]

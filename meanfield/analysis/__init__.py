@@ -129,6 +129,38 @@ def _attention_summary(d: dict, t: np.ndarray, system: int, s: dict) -> dict | N
             "log_beta": math.log(beta) if 0 < beta < math.inf else None}
 
 
+def _token_order_summary(s: dict) -> dict | None:
+    """Renyi analysis of token-ordered runs (``Domain.token_trajectory``): the centres of the
+    initial tokens for delta (``renyi_delta``, 0 = 4 beta^{-1/2}), captured fractions within
+    ``capture_radius`` and centre drift at every snapshot, and (particles) the final
+    configuration seed 002 Table 1 predicts from V against the one reached."""
+    from meanfield.analysis.renyi import token_order_series
+
+    run = s.get("run")
+    if run is None:
+        return None
+    traj = s["domain"].token_trajectory(run, s.get("system", 0))
+    if traj is None or traj.shape[1] < 1:
+        return None
+    beta = float(s["beta"])
+    delta = float(s.get("renyi_delta") or 0.0) or (
+        min(4.0 / math.sqrt(beta), 3.0) if 0 < beta < math.inf else 0.5)
+    out = token_order_series(traj, delta, float(s.get("capture_radius", 0.05)))
+    v = run.static("V")
+    if v is not None and np.shape(v) == (2, 2):
+        from meanfield.analysis.configuration import classify_configuration
+        from meanfield.theory.causal import final_configuration
+
+        pred = final_configuration(v)
+        x = np.stack([np.cos(traj[-1]), np.sin(traj[-1])], axis=1)
+        out["predicted_final"] = pred["type"]
+        # an eigenspace L that is all of R^2 says nothing about alignment
+        L = pred["L"] if pred["L"] is not None and pred["L"].shape[1] < 2 else None
+        reached = classify_configuration(x, L)["type"]
+        out["reached_final"] = "not collapsed" if reached == "unstructured" else reached
+    return out
+
+
 def _one_cluster_time(counts: np.ndarray, intervals: list[dict], merges: list[dict]
                       ) -> float | None:
     """When one cluster is left for good: the last atom merge, else the first snapshot of the
@@ -230,6 +262,7 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
         "one_cluster_time": _one_cluster_time(counts, intervals, merges),
         "merges": merges,
         "attention": _attention_summary(d, dt_, system, s),
+        "token_order": _token_order_summary(s),
         "exit_time": exit_time,
         "exit_time_predicted": _predicted_exit(s),
         "exit_threshold": s["exit_threshold"],
@@ -276,6 +309,16 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
                      f"0.9) at {fmt(att['concentrated_on_E'])}, leaves E at "
                      f"{fmt(att['departure_from_E'])}, aligned with F at "
                      f"{fmt(att['aligned_with_F'])}; log beta = {fmt(att['log_beta'])}")
+    tok = res.get("token_order")
+    if tok:
+        lines.append(
+            f"token order (delta = {tok['delta']:.3g}, capture radius {tok['radius']:.3g}): "
+            f"{len(tok['renyi_centres'])} Renyi / {len(tok['strong_centres'])} strong centres;"
+            f" captured at the end {tok['renyi_captured'][-1]:.3f} / "
+            f"{tok['strong_captured'][-1]:.3f}; centre drift max {max(tok['renyi_drift']):.3g}"
+            f" / {max(tok['strong_drift']):.3g} rad"
+            + (f"; final configuration {tok['reached_final']} (Table 1 predicts "
+               f"{tok['predicted_final']})" if "predicted_final" in tok else ""))
     merges = res.get("merges") or []
     if merges:
         shown = ", ".join(f"{m['t']:.4g}" + (f" (law {m['oracle']:.4g})" if m["oracle"] else "")

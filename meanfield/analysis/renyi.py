@@ -62,3 +62,31 @@ def captured_fraction(theta: ArrayLike, centres: ArrayLike, radius: float) -> fl
     d = np.abs(th[:, None] - c[None, :])
     d = np.minimum(d, TWO_PI - d)
     return float(np.mean(d.min(axis=1) <= radius)) if c.size else 0.0
+
+
+def centre_drift(theta0: ArrayLike, theta: ArrayLike, centres: ArrayLike) -> float:
+    """Largest arc distance the centre tokens moved from their initial angles (0 without
+    centres): how frozen the metastable centres are (seed 002 Lemma 5.1)."""
+    c = np.asarray(centres, dtype=int)
+    if not c.size:
+        return 0.0
+    d = np.abs(np.mod(np.asarray(theta, float)[c] - np.asarray(theta0, float)[c] + math.pi,
+                      TWO_PI) - math.pi)
+    return float(d.max())
+
+
+def token_order_series(trajectory: ArrayLike, delta: float, radius: float) -> dict:
+    """Renyi analysis of a token-ordered trajectory (T, n) of angles (snapshots x tokens in
+    label order): the Renyi and strong Renyi centres of the initial tokens, and at every
+    snapshot the fraction of tokens within ``radius`` of each family's current positions and
+    the largest drift of its centres from their initial angles."""
+    x = np.asarray(trajectory, float)
+    if x.ndim != 2:
+        raise InputError("trajectory", "must be (snapshots, tokens) angles", x.shape)
+    out: dict = {"delta": float(delta), "radius": float(radius)}
+    for name, strong in (("renyi", False), ("strong", True)):
+        c = renyi_centres(x[0], delta, strong=strong)
+        out[f"{name}_centres"] = c.tolist()
+        out[f"{name}_captured"] = [captured_fraction(row, c, radius) for row in x]
+        out[f"{name}_drift"] = [centre_drift(x[0], row, c) for row in x]
+    return out

@@ -53,6 +53,8 @@ class Domain:
     #: takes general query/key/value matrices from [attention]; runs beta = inf
     general_attention = False
     zero_temperature = False
+    #: takes frozen cross-attention centres from [frozen]
+    frozen_centres = False
     keys: dict[str, dict[str, Any]] = {}  # noqa: RUF012 - read-only class data
     defaults: dict[str, dict[str, Any]] = {}  # noqa: RUF012
     schemes: tuple[str, ...] = ()
@@ -80,10 +82,25 @@ class Domain:
                     raise InputError("attention", "B = Q^T K must be invertible at "
                                      "model.beta = inf (B^T x/|B^T x| is undefined where "
                                      "B^T x = 0)", f"sigma_min(B) = {sv[-1]:.3g}")
+        f = cfg["frozen"]
+        if f["centres"] or f["weights"]:
+            if not self.frozen_centres:
+                raise InputError("frozen.centres", f"model.domain = '{self.name}' takes no "
+                                 "frozen centres (particles and causal do)")
+            if f["weights"] and len(f["weights"]) != len(f["centres"]):
+                raise InputError("frozen.weights", "must give one weight per centre "
+                                 f"({len(f['centres'])})", f["weights"])
         if attention_config.zero_temperature(cfg) and not self.zero_temperature:
             raise InputError("model.beta", f"inf (the zero-temperature model) is not "
                              f"available for model.domain = '{self.name}' (the circle and "
                              "particles have it)")
+
+    @staticmethod
+    def frozen(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+        """[frozen] centres (angles) and their weights a_j (token units, default 1)."""
+        f = cfg["frozen"]
+        c = np.asarray(f["centres"], float)
+        return c, np.asarray(f["weights"], float) if f["weights"] else np.ones(c.size)
 
     def problem(self, cfg: dict):
         raise NotImplementedError
@@ -98,6 +115,11 @@ class Domain:
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         return []
+
+    def token_trajectory(self, run, system: int = 0) -> np.ndarray | None:
+        """Angles (snapshots, tokens) in label order of a token-ordered (causal) run on S^1,
+        for the Renyi analysis; None where tokens have no order that matters."""
+        return None
 
     def points(self, run, index: int, system: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Snapshot ``index`` as weighted points on S^{d-1}: unit vectors (n, d) and masses

@@ -1,7 +1,9 @@
 """Causal attention on the circle: densities over token labels (seed 002, solvers.causal).
 
 Config: ``[causal]`` slices (S) and self_weight; ``discretization.cells`` (M per slice),
-scheme fv2; ``model.model`` sa (the paper's) or usa, Q = K = V = I. Files hold
+scheme fv2; ``model.model`` sa (the paper's) or usa; Q = K = V = I or general B = Q^T K and V
+from ``[attention]``; frozen cross-attention centres from ``[frozen]`` (weights a_j in token
+units, mass a_j / causal.sequence). Files hold
 density(time, slice, theta) with the slice weights and label edges as coordinates; the
 diagnostics describe the label-averaged density (all tokens) plus each slice's mass.
 """
@@ -32,13 +34,21 @@ class CausalProblem(GridProblem):
     field_dims = ("slice", "theta")
 
     def __init__(self, cfg: dict) -> None:
+        from meanfield import attention_config
+
         m, d, c = cfg["model"], cfg["discretization"], cfg["causal"]
         k = c["tokens"]
+        mats = attention_config.matrices(cfg)
+        centres, weights = Causal.frozen(cfg)
         scheme = CausalCircle(d["cells"], c["slices"], m["beta"], m["model"],
                               self_weight=c["self_weight"], time_unit=m["time_unit"],
                               cfl=d["cfl"], dt=d["dt"] or None, accuracy=d["accuracy"],
                               integrator=d["integrator"], tokens=k,
-                              token_mass=k / c["sequence"] if k else 0.0)
+                              token_mass=k / c["sequence"] if k else 0.0,
+                              B=None if mats.isotropic else mats.B,
+                              V=None if mats.isotropic else mats.V,
+                              centres=centres, centre_mass=weights / c["sequence"])
+        self.matrices = mats
         if k:  # the first tokens: i.i.d. uniform (the Renyi seeds), from initial.seed
             scheme.set_tokens(np.random.default_rng([cfg["initial"]["seed"], 2]).uniform(
                 0.0, TWO_PI, k))
@@ -77,10 +87,19 @@ class CausalProblem(GridProblem):
         out.update({"density_measure": "d theta on [0, 2 pi) per slice of token labels",
                     "domain": "causal", "slices": s.slices, "self_weight": s.self_weight,
                     "hybrid_tokens": s.tokens, "token_mass": s.token_mass,
-                    "drift": "causal convolution",
+                    "drift": "causal convolution" if s.attention is None else
+                             "causal general attention",
                     "velocity": "slice s: SA v = d_theta(W*nu^s)/(beta W*nu^s), USA v = "
                                 "d_theta(W*nu^s), nu^s = sum_{k<l} w_k p_k + self_weight w_l "
-                                "p_l", "conventions": CONVENTIONS + "; causal: §3.6"})
+                                "p_l (+ frozen centres)" if s.attention is None else
+                                "slice s: SA v = P_x(V int e^{beta<x,By>} y dnu^s / int "
+                                "e^{beta<x,By>} dnu^s), USA without the denominator",
+                    "B": self.matrices.B.ravel().tolist(),
+                    "V": self.matrices.V.ravel().tolist(),
+                    "matrices": self.matrices.source,
+                    "frozen_centres": s.centres.tolist(),
+                    "frozen_mass": s.centre_mass.tolist(),
+                    "conventions": CONVENTIONS + "; causal: §3.6"})
         return out
 
     def initial_density(self) -> np.ndarray:
@@ -105,6 +124,8 @@ class Causal(Domain):
     name = "causal"
     summary = "causal attention on S^1: densities over token labels (seed 002; [causal])"
     schemes = ("fv2",)
+    general_attention = True
+    frozen_centres = True
     keys = {  # noqa: RUF012 - read-only class data
         "causal": {
             "slices": Key(16, int, "S slices of token labels of equal weight (1 = full "
@@ -168,6 +189,11 @@ class Causal(Domain):
             th = np.concatenate([th, x])
             m = np.concatenate([m, np.full(x.size, float(run.attrs["token_mass"]) / x.size)])
         return np.stack([np.cos(th), np.sin(th)], axis=1), m / m.sum()
+
+    def token_trajectory(self, run, system: int = 0) -> np.ndarray | None:
+        """The hybrid's exact first tokens (the Renyi seeds), if any."""
+        tok = run.extra("token_angle")
+        return None if tok is None else np.asarray(tok, float)
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         from meanfield.figures import causal_figures

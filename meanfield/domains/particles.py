@@ -56,6 +56,11 @@ class ParticlesProblem:
 
         m, pc, i = cfg["model"], cfg["particles"], cfg["initial"]
         self.cfg = cfg
+        # frozen centres ([frozen]) are the first tokens, with masses a_j, and never move
+        self.centres, centre_w = Particles.frozen(cfg)
+        self.n_frozen = nf = self.centres.size
+        self.count = count = pc["count"] + nf
+        masses = np.concatenate([centre_w, np.ones(pc["count"])]) if nf else None
         qkv = _load_qkv(pc["qkv"])
         general = attention_config.given(cfg) or attention_config.zero_temperature(cfg)
         if attention_config.given(cfg):
@@ -70,11 +75,12 @@ class ParticlesProblem:
                 atol=pc["atol"], batch=pc["batch"], seed=i["seed"])
         else:
             self.system = ParticleSystem(
-                pc["count"], m["dim"], m["beta"], m["model"], mask=pc["mask"],
+                count, m["dim"], m["beta"], m["model"], mask=pc["mask"],
                 qkv=qkv, qkv_scale=pc["qkv_scale"],
                 normalization=pc["normalization"], time_unit=m["time_unit"],
                 integrator=pc["integrator"], dt=pc["dt"] or None, rtol=pc["rtol"],
-                atol=pc["atol"], batch=pc["batch"], seed=i["seed"])
+                atol=pc["atol"], batch=pc["batch"], seed=i["seed"], masses=masses,
+                frozen=nf)
         s = self.system
         self.angles = s.representation == "angles"
         self.field = "angles" if self.angles else "positions"
@@ -82,7 +88,9 @@ class ParticlesProblem:
             "system", "particle", "component")
         self.modes = s.default_modes() if self.angles else None
         self.coords = {"system": (np.arange(pc["batch"]), {"long_name": "independent system"}),
-                       "particle": (np.arange(pc["count"]), {"long_name": "token index"})}
+                       "particle": (np.arange(count), {"long_name": "token index (frozen "
+                                                       "centres first)" if nf else
+                                                       "token index"})}
         if self.angles:
             self.coords["mode"] = (np.arange(self.modes + 1), {"long_name": "degree k of the "
                                                                "spectrum"})
@@ -98,7 +106,7 @@ class ParticlesProblem:
         self.static = {"Q": (at.Q, {"long_name": "query matrix"}, rc),
                        "K": (at.K, {"long_name": "key matrix"}, rc),
                        "V": (at.V, {"long_name": "value matrix"}, ("vrow", "col")),
-                       "masses": (np.broadcast_to(s.masses, (1, pc["count"]))[0],
+                       "masses": (np.broadcast_to(s.masses, (1, count))[0],
                                   {"long_name": "token masses (mean 1)"}, ("particle",))}
         per = ("system",)
         self.diag_specs = {
@@ -171,7 +179,8 @@ class ParticlesProblem:
                "domain": "particles", "representation": s.representation,
                "summation": s.summation, "qkv": s.attention.name, "drift": "convolution",
                "model": m["model"],
-               "energy_is_lyapunov": bool(s.mask == "none" and s.attention.gradient_flow)}
+               "energy_is_lyapunov": bool(s.energy_is_lyapunov),
+               "frozen_centres": self.centres.tolist(), "frozen_tokens": self.n_frozen}
         out.update(theory_attrs(self.cfg, k, s.gamma_max))
         if self.report is not None:
             import json
@@ -181,6 +190,22 @@ class ParticlesProblem:
         return out
 
     def initial_state(self) -> np.ndarray:
+        """The tokens of [initial], after the frozen centres (if any)."""
+        x = self._tokens()
+        nf = self.n_frozen
+        if not nf:
+            return x
+        c = self.centres if self.angles else np.stack([np.cos(self.centres),
+                                                       np.sin(self.centres)], axis=-1)
+        c = np.broadcast_to(c, (x.shape[0], *c.shape))
+        if x.shape[1] == self.count:  # drawn with the centres' places: overwrite them
+            x = x.copy()
+            x[:, :nf] = c
+        else:
+            x = np.concatenate([c, x], axis=1)
+        return self.system.check_state(x, "initial")
+
+    def _tokens(self) -> np.ndarray:
         i = self.cfg["initial"]
         if i["kind"] in ("uniform", "noise", "tokens"):  # N i.i.d. uniform tokens
             return self.system.uniform_sample(self.cfg["particles"]["batch"], i["seed"])
@@ -192,7 +217,7 @@ class ParticlesProblem:
                             i["seed"])
             if self.angles:
                 x = np.arctan2(x[..., 1], x[..., 0])
-            return self.system.check_state(x, "initial.directions")
+            return self._check(x, "initial.directions")
         if i["kind"] == "quantiles":  # deterministic placement at a circle density's quantiles
             from solvers.particles import quantile_circle_density
 
@@ -203,7 +228,7 @@ class ParticlesProblem:
             x = quantile_circle_density(p, self.cfg["particles"]["count"])
             if not self.angles:  # general matrices: unit vectors
                 x = np.stack([np.cos(x), np.sin(x)], axis=-1)
-            return self.system.check_state(np.broadcast_to(x, (self.cfg["particles"]["batch"],
+            return self._check(np.broadcast_to(x, (self.cfg["particles"]["batch"],
                                                                *x.shape)).copy(),
                                            "initial.path")
         path = Path(i["path"])
@@ -215,7 +240,14 @@ class ParticlesProblem:
         except ValueError as exc:
             raise InputError("initial.path", f"is not a plain numeric .npy array ({exc})",
                              i["path"]) from None
-        return self.system.check_state(x, "initial.path")
+        return self._check(x, "initial.path")
+
+    def _check(self, x: np.ndarray, name: str) -> np.ndarray:
+        """check_state, except for the N tokens that initial_state puts after the centres."""
+        x = np.asarray(x, float)
+        if self.n_frozen and x.ndim >= 2 and x.shape[1] == self.count - self.n_frozen:
+            return x
+        return self.system.check_state(x, name)
 
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
         return self.system.advance(state, t, target, stats, deadline, max_steps)
@@ -299,6 +331,7 @@ class Particles(Domain):
     name = "particles"
     summary = "N tokens on S^{d-1}: USA/SA, masks, Q/K/V, batches (section [particles])"
     general_attention = True
+    frozen_centres = True
     zero_temperature = True
     schemes = ()
     defaults = {"initial": {"kind": "uniform"}}  # noqa: RUF012
@@ -342,6 +375,9 @@ class Particles(Domain):
             raise InputError("particles.qkv", "give the matrices once: [attention] or "
                              "particles.qkv, not both", p["qkv"])
         zero_t = attention_config.zero_temperature(cfg)
+        if cfg["frozen"]["centres"] and (m["dim"] != 2 or zero_t):
+            raise InputError("frozen.centres", "are angles on S^1: they need model.dim = 2 and "
+                             "a finite model.beta")
         if (p["integrator"] == "exact") != zero_t and p["integrator"] == "exact":
             raise InputError("particles.integrator", "'exact' (the characteristics) applies "
                              "to model.beta = inf only", p["integrator"])
@@ -411,6 +447,15 @@ class Particles(Domain):
             d = dict(d)
             d["tv_fourier_proxy"] = d.pop("tv_distance")
         return super().upgrade_diagnostics(d, version)
+
+    def token_trajectory(self, run, system: int = 0) -> np.ndarray | None:
+        """Masked runs on S^1 (angles): the tokens after any frozen centres, label order."""
+        cfg = run.config
+        if cfg["particles"]["mask"] == "none" or run.field != "angles":
+            return None
+        nf = len(cfg.get("frozen", {}).get("centres", []))
+        return np.stack([np.asarray(run.snapshot(i)[system], float)[nf:]
+                         for i in range(run.n_snapshots)])
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         from meanfield.figures import particle_figures

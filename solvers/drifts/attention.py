@@ -266,17 +266,78 @@ class GeneralAttention:
         scale = self._z_abs @ np.abs(self.background + q)
         return z, ~(z > Z_CANCEL * scale)
 
-    def _log_sum_exp(self, at: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """SA velocity at ``at`` by softmax over the cells (midpoint rule, max-shifted)."""
-        p = self.background + q
+    def _log_sum_exp(self, at: np.ndarray, q: np.ndarray, pbar: float | None = None,
+                     atoms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """SA velocity at ``at`` by softmax over the cells (midpoint rule, max-shifted) and
+        any atoms (angles, masses)."""
+        p = (self.background if pbar is None else pbar) + q
         ok = p > 0
-        y = np.stack([np.cos(self.grid.theta[ok]), np.sin(self.grid.theta[ok])])
+        ang, logw = self.grid.theta[ok], np.log(p[ok] * self.dx)
+        if atoms is not None:
+            keep = atoms[1] > 0
+            ang = np.concatenate([ang, atoms[0][keep]])
+            logw = np.concatenate([logw, np.log(atoms[1][keep])])
+        y = np.stack([np.cos(ang), np.sin(ang)])
         x, tau = self._frame(at)
-        s = self.beta * (x @ (self.B @ y)) + np.log(p[ok])[None, :]
+        s = self.beta * (x @ (self.B @ y)) + logw[None, :]
         s -= s.max(axis=1, keepdims=True)
         w = np.exp(s)
         w /= w.sum(axis=1, keepdims=True)
         return np.einsum("nl,nl->n", w, tau @ (self.V @ y))
+
+    # ------------------------------------------------------------------ many measures
+    def atom_fields(self, angles: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Per-atom contributions (M, K) of unit atoms at ``angles``: the shifted numerator
+        averaged over each dual cell (the face rows' nodes and weights) and the shifted Z at
+        the centres, so that an atom of mass m adds m times its column to the fields the
+        kernel matrices give for a density."""
+        a = np.asarray(angles, float).ravel()
+        y = np.stack([np.cos(a), np.sin(a)])                 # (2, K)
+        g, w = np.polynomial.legendre.leggauss(self.nodes)
+        theta = self.grid.theta
+        nodes = theta[:, None] + 0.5 * self.dx * (g[None, :] + 1.0)
+        x, tau = self._frame(nodes)                          # (M, g, 2)
+        shift = self.shift(nodes) if self.model == "sa" else \
+            np.repeat(self._s_f[:, None], self.nodes, 1)
+        e = np.exp(self.beta * (x @ (self.B @ y) - shift[..., None])) * (tau @ (self.V @ y))
+        num = np.tensordot(e, 0.5 * w, axes=([1], [0]))     # (M, K)
+        xc, _ = self._frame(theta)
+        z = np.exp(self.beta * (xc @ (self.B @ y) - self._s_c[:, None]))
+        return num, z
+
+    def face_velocity_rows(self, dev: np.ndarray, uniform: np.ndarray,
+                           atoms: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+                           | None = None) -> np.ndarray:
+        """Face velocities (S, M) for S measures at once, each a density uniform_l + dev_l
+        (cell averages) plus atoms: ``atoms`` = (angles (K,), masses (S, K), num (M, K),
+        z (M, K)) from :meth:`atom_fields`, row l of masses the atoms measure l sees. One BLAS
+        product per field for all rows (the causal solver's prefix sums, ``solvers.causal``);
+        row l equals ``face_velocity`` of that measure alone when it has no atoms."""
+        if self.zero_temperature:
+            return np.broadcast_to(self._v_face, dev.shape).copy()
+        u = np.asarray(uniform, float)[:, None]
+        num = dev @ self._num_f.T + u * self._num_f1[None, :]
+        if atoms is not None:
+            num += atoms[1] @ atoms[2].T
+        if self.model == "usa":
+            return num * self._usa_f[None, :]
+        z = dev @ self._z_c.T + u * self._z_c1[None, :]
+        scale = np.abs(u + dev) @ self._z_abs.T
+        if atoms is not None:
+            za = atoms[1] @ atoms[3].T
+            z += za
+            scale += za
+        bad = ~(z > Z_CANCEL * scale)
+        bad_f = bad | np.roll(bad, -1, axis=1)
+        den = 0.5 * (z + np.roll(z, -1, axis=1))
+        if not bad_f.any():
+            return num / den
+        v = num / np.where(bad_f, 1.0, den)
+        for row in np.flatnonzero(bad_f.any(axis=1)):
+            at = self.grid.theta[bad_f[row]] + 0.5 * self.dx
+            extra = None if atoms is None else (atoms[0], atoms[1][row])
+            v[row, bad_f[row]] = self._log_sum_exp(at, dev[row], u[row, 0], extra)
+        return v
 
     def energy(self, q: np.ndarray) -> None:
         return None

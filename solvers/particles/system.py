@@ -157,6 +157,10 @@ class ParticleSystem:
         string is ``representation``; the strategy object (:mod:`.representation`) ``rep``.
     max_steps : int, optional
         Safety limit on the steps of one ``run`` (SolverError beyond it).
+    frozen : int
+        The first ``frozen`` tokens are frozen keys (cross-attention centres, seed 002 Thm 5.2,
+        notes-002 §1.7): every token attends to them (they come first, so a causal mask keeps
+        them) with their masses (the paper's weights a_j), and they never move.
     """
 
     def __init__(self, count: int, dim: int = 2, beta: float = 1.0, model: str = "usa", *,
@@ -166,13 +170,16 @@ class ParticleSystem:
                  integrator: str = "adaptive", dt: float | None = None, rtol: float = 1e-8,
                  atol: float = 1e-10, batch: int = 1, seed: int | None = None,
                  summation: str = "auto", block: int = 1024, representation: str = "auto",
-                 max_steps: int | None = None) -> None:
+                 max_steps: int | None = None, frozen: int = 0) -> None:
         self.count = check_positive(count, "count", integer=True, minimum=1, inclusive=True)
         self.dim = check_dim(dim)
         self.beta = float(check_beta(beta))
         self.model = check_model(model)
         self.time_unit = check_time_unit(time_unit, model)
         self.mask = check_choice(mask, MASKS, "mask")
+        self.frozen = int(frozen)
+        if not 0 <= self.frozen < self.count:
+            raise InputError("frozen", "must be an integer in [0, count)", frozen)
         norm = "1/N" if normalization is None else normalization
         check_choice(norm, NORMALIZATIONS, "normalization")
         if self.model == "sa" and norm != "1/N":
@@ -222,7 +229,7 @@ class ParticleSystem:
     # ------------------------------------------------------------------ set-up helpers
     def _gamma_max(self) -> float | None:
         """Largest linear growth rate of the uniform state (identity QKV, no mask)."""
-        if not self.attention.identity or self.mask != "none":
+        if not self.attention.identity or self.mask != "none" or self.frozen:
             return None
         sel = mode_selection(self.beta, self.dim, self.model, self.time_unit)
         g = math.exp(sel.log_gamma_max)
@@ -311,7 +318,10 @@ class ParticleSystem:
 
     def _velocity(self, x: np.ndarray) -> np.ndarray:
         rows, fac = self._attention_rows(x)
-        return self.rep.tangential(fac, rows, x)
+        v = self.rep.tangential(fac, rows, x)
+        if self.frozen:
+            v[:, : self.frozen] = 0.0
+        return v
 
     def unprojected_velocity(self, x: ArrayLike):
         """The attention average before the tangential projection (``euler-unprojected``).
@@ -330,7 +340,10 @@ class ParticleSystem:
 
     def _unprojected(self, x: np.ndarray):
         rows, fac = self._attention_rows(x, need_rad=True)
-        return self.rep.unprojected(fac, rows, x)
+        u = self.rep.unprojected(fac, rows, x)
+        if self.frozen:  # angles: (f_t, f_r) with atan2(0, 1 + h f_r) = 0; vectors: x + 0
+            (u[0] if isinstance(u, tuple) else u)[:, : self.frozen] = 0.0
+        return u
 
     def unprojected_step(self, x: np.ndarray, h: float) -> np.ndarray:
         """One ``euler-unprojected`` step x <- (x + h u)/|x + h u| (angles: the same step,
@@ -491,7 +504,7 @@ class ParticleSystem:
     @property
     def energy_is_lyapunov(self) -> bool:
         """E never decreases along the exact flow: no mask and V = Q^T K symmetric."""
-        return self.mask == "none" and self.attention.gradient_flow
+        return self.mask == "none" and not self.frozen and self.attention.gradient_flow
 
     def step(self, x: ArrayLike, dt: float) -> np.ndarray:
         """One fixed step of size dt with the ``euler``, ``euler-unprojected`` or ``rk4`` rule
