@@ -109,7 +109,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from meanfield.analysis import summary_lines
     from meanfield.io.reader import open_run
+    from meanfield.phase import is_phase_file
 
+    if is_phase_file(args.file):  # a phase diagram (meanfield phase)
+        from meanfield import phase
+
+        res = phase.analyze_phase(args.file)
+        print(json.dumps(_finite(res), allow_nan=False) if args.json
+              else "\n".join(phase.summary_lines(res)))
+        return 0
     with open_run(args.file) as run:
         res = run.analyze()
     if args.json:
@@ -156,6 +164,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             print(f)
         return 0
     out = args.output or str(target.parent / "figures")
+    from meanfield.phase import is_phase_file, plot_phase
+
+    if is_phase_file(target):
+        for f in plot_phase(target, out):
+            print(f)
+        return 0
     with open_run(target) as run:
         files = plot_run(run, out, time_axis=args.time_axis)
     for f in files:
@@ -380,6 +394,15 @@ def _add_compare(sub) -> None:
 #: sub-command registrars; later layers append theirs here
 COMMANDS: list[Callable] = [_add_kmax, _add_info, _add_config, _add_run, _add_analyze,
                             _add_plot, _add_sweep, _add_attention, _add_compare]
+
+
+def _add_phase(sub) -> None:
+    from meanfield.phase import add_parser
+
+    add_parser(sub)
+
+
+COMMANDS.append(_add_phase)
 
 
 def build_parser() -> argparse.ArgumentParser:

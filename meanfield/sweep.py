@@ -241,11 +241,15 @@ def die_with_parent() -> None:
 
 # ---------------------------------------------------------------------------- executors
 class Executor:
-    """Runs specs, calling ``done(result)`` as each finishes (in the client process)."""
+    """Runs ``fn(spec)`` for every spec (default: :func:`run_one`, one run file), calling
+    ``done(result)`` as each finishes (in the client process). Any picklable task with the
+    attributes ``name``, ``params`` and ``path`` and a module-level ``fn`` returning a small
+    result dict works (``meanfield.phase`` maps beta blocks of a phase diagram)."""
 
     name = "base"
 
-    def map(self, specs: list[RunSpec], done: Callable[[dict], None]) -> None:
+    def map(self, specs: list, done: Callable[[dict], None],
+            fn: Callable[[Any], dict] | None = None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -255,9 +259,9 @@ class Executor:
 class InProcess(Executor):
     name = "in-process"
 
-    def map(self, specs, done):
+    def map(self, specs, done, fn=None):
         for spec in specs:
-            done(run_one(spec))
+            done((fn or run_one)(spec))
 
 
 class ProcessPool(Executor):
@@ -269,7 +273,7 @@ class ProcessPool(Executor):
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
 
-    def map(self, specs, done):
+    def map(self, specs, done, fn=None):
         pending = list(specs)
         for attempt in range(2):
             if not pending:
@@ -278,7 +282,7 @@ class ProcessPool(Executor):
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx,
                                         initializer=_worker_init) as pool:
-                futs = {pool.submit(run_one, s): s for s in pending}
+                futs = {pool.submit(fn or run_one, s): s for s in pending}
                 for fut in cf.as_completed(futs):
                     try:
                         done(fut.result())
@@ -316,10 +320,10 @@ class DaskExecutor(Executor):
             self.client = Client(self.cluster)
         self.client.run(_worker_init)
 
-    def map(self, specs, done):
+    def map(self, specs, done, fn=None):
         from distributed import as_completed
 
-        futs = self.client.map(run_one, specs, pure=False, retries=1)
+        futs = self.client.map(fn or run_one, specs, pure=False, retries=1)
         index = {f.key: s for f, s in zip(futs, specs, strict=True)}
         for fut in as_completed(futs):
             try:

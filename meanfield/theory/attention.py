@@ -191,3 +191,38 @@ def attention_report(B, V, tol: float = 1e-10) -> AttentionReport:
     f_abs = _top_space(wv, vv, np.abs(wv), tol)
     return AttentionReport(b, v, a, invertible, symmetric, np.asarray(mu, float), k, e, gap,
                            f, f_abs, float(sv[-1]), float(sv[0]))
+
+
+#: the random-matrix ensembles of seed 001 Fig. 4 (``phase_ensemble``)
+PHASE_ENSEMBLES = ("identity", "ginibre", "wigner-psd", "ginibre-gradient", "wigner-gradient")
+
+
+def phase_ensemble(name: str, dim: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(B = Q^T K, V) drawn from one of seed 001 Fig. 4's ensembles, normalised so that B and
+    V have operator norms O(1) in any d (G, H: independent d x d matrices of i.i.d. N(0, 1)):
+
+    * ``identity``          B = V = I;
+    * ``ginibre``           Q, K, V Ginibre with entries N(0, 1/d): B = Q^T K (Fig. 4a);
+    * ``wigner-psd``        B = (G + G^T)/sqrt(2d) (GOE, semicircle on [-2, 2]) and
+                            V = H H^T/d (Wishart, positive semi-definite; Fig. 4b);
+    * ``ginibre-gradient``  Q, K Ginibre, V = B = Q^T K (Fig. 4c);
+    * ``wigner-gradient``   B GOE as above, V = B (Fig. 4d).
+    """
+    d = check_dim(dim)
+    if name not in PHASE_ENSEMBLES:
+        raise InputError("ensemble", f"must be one of {', '.join(PHASE_ENSEMBLES)}", name)
+    if name == "identity":
+        return np.eye(d), np.eye(d)
+    s = 1.0 / math.sqrt(d)
+    if name.startswith("ginibre"):
+        q, k = s * rng.standard_normal((d, d)), s * rng.standard_normal((d, d))
+        b = q.T @ k
+        v = b.copy() if name.endswith("gradient") else s * rng.standard_normal((d, d))
+        return b, v
+    g = rng.standard_normal((d, d))
+    b = (g + g.T) / math.sqrt(2 * d)
+    if name.endswith("gradient"):
+        return b, b.copy()
+    h = rng.standard_normal((d, d))
+    return b, h @ h.T / d
