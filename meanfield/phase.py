@@ -75,14 +75,14 @@ class PhaseConfig:
     def beta_values(self) -> np.ndarray:
         text = str(self.betas)
         try:
-            vals = parse_range(text, "betas") if ":" in text else [float(v) for v in
-                                                                    text.split(",")]
+            vals = parse_range(text, "phase.betas") if ":" in text else [
+                float(v) for v in text.split(",")]
         except ValueError:
-            raise InputError("betas", "must be START:STOP:STEP or a comma list of numbers",
-                             text) from None
+            raise InputError("phase.betas", "must be START:STOP:STEP or a comma list of "
+                             "numbers", text) from None
         b = np.asarray(vals, float)
         if b.size < 1 or not np.all(np.isfinite(b)) or np.any(b < 0):
-            raise InputError("betas", "must be finite numbers >= 0", text)
+            raise InputError("phase.betas", "must be finite numbers >= 0", text)
         return b
 
     def times(self) -> np.ndarray:
