@@ -248,3 +248,33 @@ def causal_figures(run, out: Path, stem: str, title: str) -> list[str]:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return [save(fig, out / f"{stem}_slices.png")]
+
+
+def staircase_figure(run, analysis: dict, path: Path, title: str) -> str:
+    """Seed 000 Fig. 4: Ebar against the clock time (log axis), the detected plateau levels
+    and the greedy predictor's levels; token angles below (merges as they happen)."""
+    plt = pyplot()
+    t = np.asarray(run.diag_times, float)
+    e = np.asarray(run.diagnostics["ebar"], float)
+    x = np.asarray(run.density[()], float)
+    ts = np.asarray(run.times, float)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 2]})
+    ok = t > 0
+    a1.plot(t[ok], e[ok], color="tab:blue", lw=1.4, label=r"$\bar E$")
+    st = analysis.get("staircase") or {}
+    for v in st.get("predicted_levels") or []:
+        a1.axhline(v, color="0.6", lw=0.8, ls="--")
+    for v in st.get("jumps") or []:
+        a1.axvline(v, color="tab:red", lw=0.6, alpha=0.6)
+    a1.set_xscale("log")
+    a1.set_ylabel(r"$\bar E$")
+    a1.set_title(f"{title} (dashed: greedy predictor; red: jumps)", fontsize=9)
+    okp = ts > 0
+    for k in range(x.shape[1]):
+        a2.plot(ts[okp], np.mod(x[okp, k] + np.pi, 2 * np.pi) - np.pi, lw=1.0)
+    a2.set_xscale("log")
+    a2.set_xlabel(f"t ({run.attrs.get('time_axis', 'time')})")
+    a2.set_ylabel(r"$\theta_i$")
+    fig.tight_layout()
+    return save(fig, path)

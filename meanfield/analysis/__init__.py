@@ -19,6 +19,7 @@ from meanfield.analysis.metastability import (
     metastable_intervals,
     refine_with_events,
 )
+from meanfield.theory.errors import InputError
 from meanfield.theory.growth import exit_time as predicted_exit_time
 from meanfield.theory.growth import growth_rate, most_unstable_mode
 from solvers.clusters import (
@@ -161,6 +162,31 @@ def _token_order_summary(s: dict) -> dict | None:
     return out
 
 
+def _staircase_summary(s: dict, system: int) -> dict | None:
+    """Ebar plateaus in log time (``energy_plateaus``) for runs with an Ebar record on
+    log-spaced outputs, with the greedy merge predictor's levels (seed 000 §2.7) for token
+    runs on S^1 with at most 64 tokens."""
+    from meanfield.analysis.metastability import energy_plateaus
+
+    run = s.get("run")
+    ebar = _series({k: np.asarray(v) for k, v in s["diag"].items()}, "ebar", system)
+    if run is None or ebar is None or run.config["time"]["schedule"] != "log":
+        return None
+    t = np.asarray(s["diag_times"], float)
+    out = energy_plateaus(t, ebar)
+    out["predicted_levels"] = None
+    try:
+        x, m = s["domain"].points(run, 0, system)
+    except InputError:
+        return out
+    if x.shape[1] == 2 and x.shape[0] <= 64:
+        from meanfield.theory.metastability import greedy_staircase
+
+        out["predicted_levels"] = greedy_staircase(np.arctan2(x[:, 1], x[:, 0]),
+                                                   m)["levels"].tolist()
+    return out
+
+
 def _one_cluster_time(counts: np.ndarray, intervals: list[dict], merges: list[dict]
                       ) -> float | None:
     """When one cluster is left for good: the last atom merge, else the first snapshot of the
@@ -263,6 +289,7 @@ def analyze(src, *, beta: float | None = None, model: str | None = None,
         "merges": merges,
         "attention": _attention_summary(d, dt_, system, s),
         "token_order": _token_order_summary(s),
+        "staircase": _staircase_summary(s, system),
         "exit_time": exit_time,
         "exit_time_predicted": _predicted_exit(s),
         "exit_threshold": s["exit_threshold"],
@@ -319,6 +346,14 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
             f" / {max(tok['strong_drift']):.3g} rad"
             + (f"; final configuration {tok['reached_final']} (Table 1 predicts "
                f"{tok['predicted_final']})" if "predicted_final" in tok else ""))
+    st = res.get("staircase")
+    if st and st["levels"]:
+        pred = st.get("predicted_levels")
+        lines.append("Ebar plateaus " + ", ".join(f"{v:.4g}" for v in st["levels"])
+                     + " with jumps at t = " + (", ".join(f"{v:.4g}" for v in st["jumps"])
+                                                or "-")
+                     + (" (greedy predictor " + ", ".join(f"{v:.4g}" for v in pred) + ")"
+                        if pred else ""))
     merges = res.get("merges") or []
     if merges:
         shown = ", ".join(f"{m['t']:.4g}" + (f" (law {m['oracle']:.4g})" if m["oracle"] else "")

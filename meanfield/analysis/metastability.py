@@ -76,3 +76,46 @@ def fit_growth_rate(t: np.ndarray, amp: np.ndarray, t_stop: float | None,
     slope, _ = np.polyfit(t[:end], np.log(amp[:end]), 1)
     return {"measured": float(slope), "t_start": float(t[0]), "t_end": float(t[end - 1]),
             "points": end}
+
+
+def energy_plateaus(times: np.ndarray, ebar: np.ndarray, slope_tol: float = 0.02,
+                    min_outputs: int = 3) -> dict:
+    """Plateaus of Ebar(t) in log time (seed 000's staircase): maximal runs of at least
+    ``min_outputs`` consecutive records (t > 0) along which the log-log slope
+    |d log Ebar / d log t| stays below ``slope_tol`` (a jump or a slow drift rises faster);
+    a run that ends at Ebar = 1 (one cluster, e.g. stopped by stop.single_cluster) ends on
+    that top level.
+    Returns the plateau ``levels`` (median Ebar), their ``starts`` and ``ends``, and the
+    ``jumps``: the time Ebar first crosses the midpoint between consecutive levels
+    (interpolated in log t)."""
+    t = np.asarray(times, float)
+    e = np.asarray(ebar, float)
+    ok = (t > 0) & np.isfinite(e) & (e > 0)
+    t, e = t[ok], e[ok]
+    flat = np.abs(np.diff(np.log(e))) <= slope_tol * np.diff(np.log(t))
+    runs: list[list[int]] = []
+    for i, f in enumerate(flat):   # interval i joins records i and i + 1
+        if not f:
+            continue
+        if runs and runs[-1][-1] == i:
+            runs[-1].append(i + 1)
+        else:
+            runs.append([i, i + 1])
+    merged = [r for r in runs if len(r) >= min_outputs]
+    if e.size and e[-1] >= 1.0 - 1e-9 and not (merged and merged[-1][-1] == e.size - 1):
+        merged.append([e.size - 1])   # ended as one cluster: the top level Ebar = 1
+    levels = [float(np.median(e[r])) for r in merged]
+    jumps = []
+    for k in range(len(merged) - 1):
+        mid = 0.5 * (levels[k] + levels[k + 1])
+        a, b = merged[k][-1], merged[k + 1][0]
+        seg = e[a:b + 1] >= mid if levels[k + 1] > levels[k] else e[a:b + 1] <= mid
+        idx = a + int(np.argmax(seg))
+        j = max(idx - 1, a)
+        if e[idx] == e[j]:
+            jumps.append(float(t[idx]))
+        else:
+            f = (mid - e[j]) / (e[idx] - e[j])
+            jumps.append(float(np.exp(np.log(t[j]) + f * (np.log(t[idx]) - np.log(t[j])))))
+    return {"levels": levels, "starts": [float(t[r[0]]) for r in merged],
+            "ends": [float(t[r[-1]]) for r in merged], "jumps": jumps}

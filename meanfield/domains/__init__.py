@@ -7,7 +7,7 @@ counter, figures) plus one line below.
 
 from __future__ import annotations
 
-from meanfield.domains import causal, circle, particles, sphere, zonal
+from meanfield.domains import causal, circle, particles, sphere, staircase, zonal
 from meanfield.domains.base import Domain
 from meanfield.theory.errors import InputError
 
@@ -18,6 +18,7 @@ DOMAINS: dict[str, Domain] = {
     "zonal": zonal.DOMAIN,
     "particles": particles.DOMAIN,
     "causal": causal.DOMAIN,
+    "staircase": staircase.DOMAIN,
 }
 
 
