@@ -79,12 +79,13 @@ def fit_growth_rate(t: np.ndarray, amp: np.ndarray, t_stop: float | None,
 
 
 def energy_plateaus(times: np.ndarray, ebar: np.ndarray, slope_tol: float = 0.02,
-                    min_outputs: int = 3) -> dict:
+                    min_outputs: int = 3, level_tol: float = 0.01) -> dict:
     """Plateaus of Ebar(t) in log time (seed 000's staircase): maximal runs of at least
     ``min_outputs`` consecutive records (t > 0) along which the log-log slope
     |d log Ebar / d log t| stays below ``slope_tol`` (a jump or a slow drift rises faster);
     a run that ends at Ebar = 1 (one cluster, e.g. stopped by stop.single_cluster) ends on
-    that top level.
+    that top level; consecutive runs whose levels differ by at most ``level_tol`` (relative)
+    are one plateau.
     Returns the plateau ``levels`` (median Ebar), their ``starts`` and ``ends``, and the
     ``jumps``: the time Ebar first crosses the midpoint between consecutive levels
     (interpolated in log t)."""
@@ -101,7 +102,14 @@ def energy_plateaus(times: np.ndarray, ebar: np.ndarray, slope_tol: float = 0.02
             runs[-1].append(i + 1)
         else:
             runs.append([i, i + 1])
-    merged = [r for r in runs if len(r) >= min_outputs]
+    merged: list[list[int]] = []
+    for r in (r for r in runs if len(r) >= min_outputs):
+        # a merge (Def. 6.3) lifts Ebar by a hair (e^{-beta w^2/2} -> 1 for the pair): runs
+        # within level_tol of each other are one plateau
+        if merged and abs(np.median(e[r]) / np.median(e[merged[-1]]) - 1) <= level_tol:
+            merged[-1] = list(range(merged[-1][0], r[-1] + 1))
+        else:
+            merged.append(r)
     if e.size and e[-1] >= 1.0 - 1e-9 and not (merged and merged[-1][-1] == e.size - 1):
         merged.append([e.size - 1])   # ended as one cluster: the top level Ebar = 1
     levels = [float(np.median(e[r])) for r in merged]
