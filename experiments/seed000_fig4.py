@@ -51,10 +51,10 @@ def main() -> int:
             res = run.analyze()
             t = np.asarray(run.diag_times)
             e = np.asarray(run.diagnostics["ebar"])
-            tp = np.asarray(run.diagnostics["physical_time"])
+            lt = np.asarray(run.diagnostics["log10_physical_time"])
         st = res["staircase"]
-        pos = tp[tp > 0]
-        decades = math.log10(pos[-1] / pos[0])
+        pos = lt[lt > 0]
+        decades = float(pos[-1] - pos[0])      # decades of physical time covered
         rows.append({"beta": b, "levels": " ".join(f"{v:.4f}" for v in st["levels"]),
                      "jumps": " ".join(f"{v:.4g}" for v in st["jumps"]),
                      "predicted_levels": " ".join(f"{v:.4f}" for v in st["predicted_levels"]),

@@ -58,7 +58,9 @@ class StaircaseProblem:
         self.diag_specs = {
             "ebar": (per, "f8", {"long_name": "Ebar = sum_ij m_i m_j e^{beta(cos_ij - 1)}"}),
             "physical_time": (per, "f8", {"long_name": "physical time t at the clock time s "
-                                          "(saturates where dt/ds > 1e300)"}),
+                                          "(inf beyond 1e308)"}),
+            "log10_physical_time": (per, "f8", {"long_name": "log10(1 + t), finite at any "
+                                                "beta"}),
             "speed": (per, "f8", {"long_name": "|v| = (sum_i m_i v_i^2)^{1/2}, physical clock "
                                   "(the gradient norm in the model's metric)"}),
             "rescaled_speed": (per, "f8", {"long_name": "|dtheta/ds| on the run's clock"}),
@@ -106,7 +108,8 @@ class StaircaseProblem:
         d = np.abs(np.remainder(th[:, None] - th[None, :] + math.pi, TWO_PI) - math.pi)
         np.fill_diagonal(d, np.inf)
         phys, resc = self.solver.speeds(state)
-        return {"ebar": self.solver.ebar(state), "physical_time": state.t, "speed": phys,
+        return {"ebar": self.solver.ebar(state), "physical_time": state.t,
+                "log10_physical_time": state.log1p_t / math.log(10.0), "speed": phys,
                 "rescaled_speed": resc, "atoms": int(a.sum()),
                 "atom_mass": float(state.mass.max()),
                 "min_gap": float(d.min()) if th.size > 1 else 0.0,
@@ -128,7 +131,7 @@ class StaircaseProblem:
         merges = np.array([[e.s, e.t, *e.parts, e.mass, e.angle, e.gap]
                            for e in state.merges]).reshape(-1, 7)
         return ({"theta": state.theta, "mass": state.mass, "rep": state.rep,
-                 "merges": merges}, {"physical_time": state.t, "events_out":
+                 "merges": merges}, {"log1p_t": state.log1p_t, "events_out":
                                      self._events_out})
 
     def load_state(self, arrays, scalars):
@@ -137,7 +140,7 @@ class StaircaseProblem:
         merges = [Merge(float(r[0]), float(r[1]), (float(r[2]), float(r[3])), float(r[4]),
                         float(r[5]), float(r[6])) for r in np.asarray(arrays["merges"])]
         st = State(np.asarray(arrays["theta"], float), np.asarray(arrays["mass"], float),
-                   np.asarray(arrays["rep"], int), float(scalars["physical_time"]), merges)
+                   np.asarray(arrays["rep"], int), float(scalars["log1p_t"]), merges)
         self._events_out = int(scalars["events_out"])
         self._state = st
         stats = StepStats()

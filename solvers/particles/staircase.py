@@ -25,8 +25,10 @@ Clocks (the variable s the ODE is integrated in; physical time t is integrated a
   merged token counted with its multiplicity as the code's duplicates are); dt/ds =
   log(beta)/|v|.
 
-Physical time is integrated with the angles; where dt/ds exceeds 1e300 (deep plateaus at
-beta ~ 10^3) it saturates there, so t stays finite but is then only a lower bound.
+Physical time is accumulated as log(1 + t): over each integration segment, log int e^{L(s)}
+ds with L = log dt/ds evaluated in logs along the dense solution (adaptive quadrature of
+e^{L - max L}), so it stays finite and accurate however many decades the plateaus span (t
+itself overflows float64 beyond 1e308; ``log1p_t`` does not).
 
 The energy Ebar = sum_ij m_i m_j e^{beta(cos_ij - 1)} in (0, 1] (1: one cluster) and its
 plateaus are what seed 000 plots; on a plateau Ebar ~ sum_q M_q^2.
@@ -39,14 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.integrate import solve_ivp
+from scipy.integrate import quad, solve_ivp
 
 from meanfield.theory.checks import check_beta, check_model
 from meanfield.theory.errors import InputError
 
 CLOCKS = ("physical", "closest", "gradient")
-#: dt/ds beyond this (e^{beta gap} at beta ~ 10^3) saturates: physical time stays finite
-TIME_RATE_CAP = 1e300
 NORMALIZATIONS = ("1/N", "1/N^2")
 
 
@@ -55,7 +55,7 @@ class Merge:
     """One merge: clock time s, physical time t, the tokens' masses, the new token."""
 
     s: float
-    t: float
+    t: float                  # physical time (inf beyond 1e308)
     parts: tuple[float, float]
     mass: float
     angle: float
@@ -70,15 +70,20 @@ class State:
     theta: np.ndarray
     mass: np.ndarray
     rep: np.ndarray
-    t: float = 0.0
+    log1p_t: float = 0.0      # log(1 + t): finite however long the plateaus get
     merges: list[Merge] = field(default_factory=list)
+
+    @property
+    def t(self) -> float:
+        """Physical time (inf beyond e^709 ~ 1e308: use ``log1p_t``)."""
+        return math.expm1(self.log1p_t) if self.log1p_t < 709.0 else math.inf
 
     def positions(self) -> np.ndarray:
         """Every original token's angle (that of its representative), token order kept."""
         return self.theta[self.rep]
 
     def copy(self) -> State:
-        return State(self.theta.copy(), self.mass.copy(), self.rep.copy(), self.t,
+        return State(self.theta.copy(), self.mass.copy(), self.rep.copy(), self.log1p_t,
                      list(self.merges))
 
 
@@ -136,7 +141,9 @@ class MergingCircle:
         tokens)."""
         d = theta[None, :] - theta[:, None]                # theta_j - theta_i
         c = np.cos(d)
-        e = m[None, :] * np.exp(self.beta * (c - shift))
+        x = self.beta * (c - shift)
+        np.fill_diagonal(x, -np.inf)      # the self term has sin 0 (and would overflow)
+        e = m[None, :] * np.exp(x)
         num = (e * np.sin(d)).sum(axis=1)
         if self.model == "usa":
             return num * self._usa_factor(n)
@@ -169,22 +176,21 @@ class MergingCircle:
         return phys, math.sqrt(float(m @ rhs**2))
 
     def _rhs_parts(self, th: np.ndarray, m: np.ndarray, n: int) -> tuple[np.ndarray, float]:
-        """(dtheta/ds, dt/ds) on the clock."""
+        """(dtheta/ds, log dt/ds) on the clock, the logarithm evaluated without overflow."""
         if self.clock == "physical":
-            return self.velocity(th, m, n), 1.0
+            return self.velocity(th, m, n), 0.0
         if self.clock == "closest":
             cs = self.closest_cos(th)
             v = self.velocity(th, m, n, shift=cs)   # v e^{beta(1 - c*)}, SA and USA alike
-            # physical time: dt/ds saturates at e^700 (float64) instead of overflowing
-            return self.log_beta * v, min(self.log_beta * math.exp(min(
-                self.beta * (1.0 - cs), 700.0)), TIME_RATE_CAP)
-        v = self.velocity(th, m, n)
-        # the Euclidean norm over the n original tokens (a merged token counts n m_q times),
-        # as in the authors' code, which keeps merged tokens as duplicates
-        norm = math.sqrt(n * float(m @ v**2))
+            return self.log_beta * v, math.log(self.log_beta) + self.beta * (1.0 - cs)
+        # |v| = e^{beta(c* - 1)} |v~| with v~ the closest-pair-shifted velocity (no underflow)
+        cs = self.closest_cos(th)
+        vt = self.velocity(th, m, n, shift=cs)
+        norm = math.sqrt(n * float(m @ vt**2))
         if norm == 0.0:
-            return np.zeros_like(th), TIME_RATE_CAP
-        return self.log_beta * v / norm, min(self.log_beta / norm, TIME_RATE_CAP)
+            return np.zeros_like(th), 0.0
+        return self.log_beta * vt / norm, (math.log(self.log_beta) - math.log(norm)
+                                            + self.beta * (1.0 - cs))
 
     # ------------------------------------------------------------------ stepping
     def _merge_close(self, state: State, s: float, slack: float = 1e-9) -> None:
@@ -219,6 +225,22 @@ class MergingCircle:
         state.merges.append(Merge(s, state.t, (float(m_keep), float(m_gone)), mi + mj,
                                   float(state.theta[keep]), gap))
 
+    def _log_elapsed(self, sol, s_a: float, s_b: float, m: np.ndarray, n: int) -> float:
+        """log of the physical time elapsed over [s_a, s_b]: log int e^{L(s)} ds, L = log
+        dt/ds along the dense solution (adaptive quadrature of e^{L - max L})."""
+        if s_b <= s_a:
+            return -math.inf
+        if self.clock == "physical":
+            return math.log(s_b - s_a)
+
+        def big_l(x: float) -> float:
+            return self._rhs_parts(sol.sol(x), m, n)[1]
+
+        top = max(big_l(x) for x in np.linspace(s_a, s_b, 33))
+        val, _ = quad(lambda x: math.exp(big_l(x) - top), s_a, s_b, epsabs=0.0,
+                      epsrel=1e-10, limit=200)
+        return top + math.log(val) if val > 0 else -math.inf
+
     def advance(self, state: State, s0: float, s1: float) -> State:
         """From clock time s0 to s1 (merging on the way); returns the new state."""
         st = state.copy()
@@ -227,29 +249,26 @@ class MergingCircle:
         while s < s1 and np.count_nonzero(st.mass > 0) > 1:
             a = np.flatnonzero(st.mass > 0)
             m = st.mass[a]
-            k = a.size
 
-            def rhs(_s, y, m=m, k=k):
-                dth, dt = self._rhs_parts(y[:k], m, n)
-                return np.concatenate([dth, [dt]])
+            def rhs(_s, y, m=m):
+                return self._rhs_parts(y, m, n)[0]
 
-            def gap_event(_s, y, k=k):
-                th = y[:k]
-                d = np.abs(np.remainder(th[:, None] - th[None, :] + math.pi, 2 * math.pi)
+            def gap_event(_s, y):
+                d = np.abs(np.remainder(y[:, None] - y[None, :] + math.pi, 2 * math.pi)
                            - math.pi)
                 np.fill_diagonal(d, np.inf)
                 return float(d.min()) - self.window
 
             gap_event.terminal = True
             gap_event.direction = -1
-            y0 = np.concatenate([st.theta[a], [st.t]])
-            sol = solve_ivp(rhs, (s, s1), y0, method="DOP853", rtol=self.rtol,
-                            atol=self.atol, events=gap_event)
+            sol = solve_ivp(rhs, (s, s1), st.theta[a], method="DOP853", rtol=self.rtol,
+                            atol=self.atol, events=gap_event,
+                            dense_output=self.clock != "physical")
             if sol.status < 0:
                 raise InputError("rtol", f"the integrator failed: {sol.message}")
-            y = sol.y[:, -1]
-            st.theta[a] = y[:k]
-            st.t = float(y[k])
+            st.theta[a] = sol.y[:, -1]
+            st.log1p_t = float(np.logaddexp(st.log1p_t, self._log_elapsed(sol, s, float(sol.t[-1]),
+                                                                           m, n)))
             for i in a:   # merged-away tokens follow their representative
                 st.theta[st.rep == i] = st.theta[i]
             s = float(sol.t[-1])
