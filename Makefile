@@ -22,6 +22,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_atoms.py
 	$(PY) benchmarks/bench_attention.py
 	$(PY) benchmarks/bench_causal.py
+	$(PY) benchmarks/bench_phase.py
+	$(PY) benchmarks/bench_ensemble.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,7 @@ the papers' Euler step (unprojected, dt = 0.1), with Gamma_{inf, delta} from the
 Writes data/experiments/seed001_fig2/: d=<d>.h5 (``meanfield phase`` files, resumable per
 beta) and fig2.png (one panel per d). Realisations per d (the paper: 1024 for every d) are
 chosen so that the whole figure takes ~10 min on 2 cores: d = 2: 1024, d = 8: 256,
-d = 32: 128, d = 128: 64 (--full: 1024 for every d and d = 512, 1024 as well; prints the
+d = 32: 128, d = 128: 32 (--full: 1024 for every d and d = 512, 1024 as well; prints the
 cost). Prints per d the wall time and, per beta, where P first reaches 1/2 against t*.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from meanfield.phase import PhaseConfig, analyze_phase, phase_figure, run_phase
 
 OUT = Path("data/experiments/seed001_fig2")
-DEFAULT = ((2, 1024), (8, 256), (32, 128), (128, 64))
+DEFAULT = ((2, 1024), (8, 256), (32, 128), (128, 32))
 FULL = ((2, 1024), (8, 1024), (32, 1024), (128, 1024), (512, 1024), (1024, 1024))
 
 

@@ -4,7 +4,7 @@ Ginibre Q, K with V = Q^T K; GOE Q^T K with V = Q^T K; one draw per realisation,
 delta = 1e-3, beta in 0.3..9 (step 0.3), t in [0, 30] (100 outputs), dt = 0.1.
 
 Writes data/experiments/seed001_fig4/<ensemble>.h5 and fig4.png (four panels, the identity
-model's Gamma_{inf, delta} drawn for reference). 64 realisations per beta keep the figure at a
+model's Gamma_{inf, delta} drawn for reference). 32 realisations per beta keep the figure at a
 few minutes on 2 cores (general matrices cost O(n d^2) per step for B x_j and V x_j); prints
 the cost.
 """
@@ -23,7 +23,7 @@ ENSEMBLES = ("ginibre", "wigner-psd", "ginibre-gradient", "wigner-gradient")
 
 def main(argv: list[str]) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    r = 16 if "--quick" in argv else 64
+    r = 16 if "--quick" in argv else 32
     paths = []
     for ens in ENSEMBLES:
         cfg = PhaseConfig(dim=128, ensemble=ens, realisations=r, betas="0.3:9.05:0.3",

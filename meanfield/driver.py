@@ -148,20 +148,22 @@ STOP_RULES = [unresolved_rule, ebar_rule, single_cluster_rule]
 
 def execute(cfg: dict, cfg_text: str, *, resume: bool = False, overwrite: bool = False,
             quiet: bool = False, stop: StopRequest | None = None,
-            wait: float = 0.0) -> RunSummary:
+            wait: float = 0.0, adapt=None) -> RunSummary:
     """Run (or resume) one configuration to its HDF5 file. See io.storage for safety.
 
     Holds a lock on ``PATH.lock`` while it runs (a second writer gets InputError). A failed
     write raises :class:`~meanfield.io.storage.StorageError` after removing the live and
     temporary files; the last checkpoint is kept and resumable. ``stop`` (a
     :class:`StopRequest`) interrupts the run at the next step with a checkpoint; ``wait``
-    seconds are allowed for another process to release the run file.
+    seconds are allowed for another process to release the run file. ``adapt(problem)``,
+    if given, is called on the run adapter before stepping (``meanfield.ensemble`` routes
+    its ``advance`` through a shared batched stepper).
     """
     final = Path(cfg["output"]["path"])
     check_writable(final)
     with locks.hold(lock_path(final), str(final), "output.path", wait=wait):
         return _execute(cfg, cfg_text, final, resume=resume, overwrite=overwrite, quiet=quiet,
-                        stop=stop)
+                        stop=stop, adapt=adapt)
 
 
 def lock_path(final: Path) -> Path:
@@ -194,7 +196,8 @@ def estimated_bytes(problem, n_records: int | None, n_snapshots: int | None) -> 
     return int(2 * (n_snapshots * (snap + 8) + n_records * (diag + 8)) + (1 << 20))
 
 
-def _execute(cfg, cfg_text, final, *, resume, overwrite, quiet, stop) -> RunSummary:
+def _execute(cfg, cfg_text, final, *, resume, overwrite, quiet, stop,
+             adapt=None) -> RunSummary:
     action = plan(cfg, cfg_text, resume=resume, overwrite=overwrite)
     if action == "skip":
         return RunSummary(str(final), "skipped")
@@ -205,6 +208,8 @@ def _execute(cfg, cfg_text, final, *, resume, overwrite, quiet, stop) -> RunSumm
         cfg_text = text
     # build the solver and the schedule first: bad parameters fail before a file is touched
     problem = get_domain(cfg["model"]["domain"]).problem(cfg)
+    if adapt is not None:
+        adapt(problem)
     plan_ = targets(cfg, problem.gamma_max, problem.step_size)
     out = cfg["output"]
     if action == "fresh":

@@ -161,7 +161,7 @@ class SweepStopped(Exception):
         self.signal_name, self.result = signal_name, result
 
 
-def _run_one(spec: RunSpec, request) -> dict[str, Any]:
+def _run_one(spec: RunSpec, request, adapt=None) -> dict[str, Any]:
     start = time.monotonic()
     out: dict[str, Any] = {"name": spec.name, "params": spec.params, "path": spec.path,
                            "pid": os.getpid()}
@@ -175,7 +175,7 @@ def _run_one(spec: RunSpec, request) -> dict[str, Any]:
         cfg = config_mod.from_text(spec.config_text)
         overwrite = spec.overwrite or file_status(spec.path) == "failed"  # retry failures
         summary = execute(cfg, spec.config_text, overwrite=overwrite, quiet=True,
-                          stop=request, wait=RUN_LOCK_WAIT)
+                          stop=request, wait=RUN_LOCK_WAIT, adapt=adapt)
         out.update({"status": summary.status, "message": summary.message,
                     "resumed": summary.resumed})
         if summary.status in ("complete", "skipped"):
@@ -489,8 +489,13 @@ def observed_table(params: list[Param], runs: dict[str, dict]) -> list[str]:
 def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str, *,
               jobs: int | None = None, scheduler: str | None = None,
               dask_local: int | None = None, overwrite: bool = False, quiet: bool = False,
-              sets: Iterable[str] = ()) -> tuple[dict[str, dict], list[Param]]:
-    """Validate, then run every combination; returns (runs, params)."""
+              sets: Iterable[str] = (), ensemble: int = 0
+              ) -> tuple[dict[str, dict], list[Param]]:
+    """Validate, then run every combination; returns (runs, params).
+
+    ``ensemble`` > 0 groups runs that ``Domain.ensemble_key`` declares compatible into
+    ensembles of at most that many members (``meanfield.ensemble``: one task, one batched
+    stepper, one file per run as before); the others run one per task."""
     base, base_text = config_mod.resolve(config_path, list(sets))
     params = [parse_param(t) for t in param_texts]
     if not params:
@@ -500,6 +505,9 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
         raise InputError("--param", "each key may be swept once", ", ".join(sorted(dup)))
     if jobs is not None and jobs < 1:
         raise InputError("--jobs", "must be an integer >= 1", jobs)
+    if ensemble < 0:
+        raise InputError("--ensemble", "must be an integer >= 0 (0: one run per task)",
+                         ensemble)
     if dask_local is not None and dask_local < 1:
         raise InputError("--dask-local", "must be an integer >= 1", dask_local)
     out = Path(out_dir)
@@ -519,7 +527,9 @@ def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str,
         executor = ProcessPool(jobs or os.cpu_count() or 1)
     try:
         with locks.hold(out / LOCK, f"the sweep folder {out}", "-o"):
-            return _run_sweep(out, base_text, params, specs, executor, overwrite, quiet)
+            return _run_sweep(out, base_text, params, specs, executor, overwrite, quiet,
+                              ensemble=ensemble, workers=1 if isinstance(executor, InProcess)
+                              else (jobs or dask_local or os.cpu_count() or 1))
     finally:
         executor.close()
 
@@ -533,9 +543,56 @@ def check_writable(target: Path) -> None:
         raise InputError("-o", exc.allowed, str(target.parent)) from None
 
 
+def group_ensembles(specs: list[RunSpec], size: int, workers: int = 1) -> list:
+    """Tasks: compatible runs (same ``Domain.ensemble_key``) in ensembles of at most ``size``
+    members, split into at least ``workers`` ensembles when there are enough runs (so every
+    core or Dask worker gets one); runs sorted by name are dealt round-robin so that long and
+    short runs mix. Runs without a key stay single tasks."""
+    from meanfield.domains import get
+    from meanfield.ensemble import EnsembleSpec
+
+    if size <= 0:
+        return list(specs)
+    keyed: dict[tuple, list[RunSpec]] = {}
+    tasks: list = []
+    for s in specs:
+        key = None
+        if s.config_text is not None:
+            cfg = config_mod.from_text(s.config_text)
+            key = get(cfg["model"]["domain"]).ensemble_key(cfg)
+        if key is None:
+            tasks.append(s)
+        else:
+            keyed.setdefault(key, []).append(s)
+    for group in keyed.values():
+        n = max(-(-len(group) // size), min(workers, len(group)))
+        for k in range(n):
+            members = group[k::n]
+            if len(members) == 1:
+                tasks.append(members[0])
+            else:
+                tasks.append(EnsembleSpec(f"ensemble of {len(members)} ({members[0].name}...)",
+                                          {}, members[0].path, members))
+    return tasks
+
+
+def run_task(task) -> dict[str, Any]:
+    """The executors' unit of work: one run, or one ensemble of runs."""
+    from meanfield.ensemble import EnsembleSpec, run_ensemble
+
+    if isinstance(task, EnsembleSpec):
+        res = run_ensemble(task)
+        if res.get("signal") is not None and multiprocessing.parent_process() is not None:
+            os._exit(0)    # as run_one: a pool worker asked to stop takes no further task
+        if res.get("signal") is not None:
+            raise SweepStopped(res["signal"], res["members"][0])
+        return res
+    return run_one(task)
+
+
 def _run_sweep(out: Path, base_text: str, params: list[Param], specs: list[RunSpec],
-               executor: Executor, overwrite: bool, quiet: bool
-               ) -> tuple[dict[str, dict], list[Param]]:
+               executor: Executor, overwrite: bool, quiet: bool, ensemble: int = 0,
+               workers: int = 1) -> tuple[dict[str, dict], list[Param]]:
     sweep = Sweep(out, base_text, params, specs)
     previous = {}
     if (out / MANIFEST).exists() and not overwrite:
@@ -571,8 +628,24 @@ def _run_sweep(out: Path, base_text: str, params: list[Param], specs: list[RunSp
             bar.set_postfix_str(f"done {counts['complete']} skipped {counts['skipped']} "
                                 f"failed {counts['failed']} running/queued {running}")
 
+    def unpack(res: dict) -> None:
+        for r in res.get("members", [res]):
+            done(r)
+
+    def failed_task(res: dict) -> None:
+        # a broken pool or a lost Dask worker reports the task: fail each of its runs
+        task = next((t for t in tasks if t.name == res["name"]), None)
+        members = getattr(task, "members", None)
+        if members and res.get("status") == "failed" and "members" not in res:
+            for m in members:
+                done({"name": m.name, "params": m.params, "path": m.path,
+                      "status": "failed", "message": res.get("message", "")})
+        else:
+            unpack(res)
+
+    tasks = group_ensembles(specs, ensemble, workers)
     try:
-        executor.map(specs, done)
+        executor.map(tasks, failed_task, fn=run_task)
     except SweepStopped as exc:
         done(exc.result)
         write_summary(out, params, sweep.runs)
@@ -591,7 +664,7 @@ def sweep_cli(args) -> int:
         runs, params = run_sweep(args.config, args.param or [], args.output, jobs=args.jobs,
                                  scheduler=args.scheduler, dask_local=args.dask_local,
                                  overwrite=args.overwrite, quiet=args.quiet,
-                                 sets=args.set or [])
+                                 sets=args.set or [], ensemble=args.ensemble)
     except SweepStopped as exc:
         print(f"sweep {args.output}: stopped by {exc.signal_name}; the running run "
               "checkpointed: run the same command again to continue", file=sys.stderr)

@@ -39,7 +39,7 @@ def _numpy_steps(x, beta, steps, model, project, b=None, v=None):
     return x
 
 
-@pytest.mark.parametrize("d", [2, 5])
+@pytest.mark.parametrize("d", [2, 5, 20])
 @pytest.mark.parametrize("model", ["sa", "usa"])
 @pytest.mark.parametrize("rule", ["euler-unprojected", "euler"])
 def test_fused_kernel_equals_the_dense_numpy_step(d, model, rule):

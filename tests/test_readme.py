@@ -107,3 +107,33 @@ def test_frozen_centres_commands_run_as_written(cli, tmp_path):
         assert res.returncode == 0, (line, res.stderr)
         out.append(res.stdout)
     assert "captured at the end 1.000" in out[-1]
+
+
+def test_phase_section_commands_run_as_written(cli, tmp_path):
+    """The sh lines of the phase-diagram section, as written."""
+    import shlex
+
+    out = []
+    for line in _fenced("## Phase diagrams in (t, beta) (seed 001)", "sh").strip().splitlines():
+        args = shlex.split(line.split("#")[0])
+        res = cli(*args[1:], *(["--quiet"] if args[1] == "phase" else []), cwd=tmp_path)
+        assert res.returncode == 0, (line, res.stderr)
+        out.append(res.stdout)
+    assert "Gamma t*" in out[1] and (tmp_path / "figures" / "phase_phase.png").exists()
+
+
+def test_staircase_section_runs_as_written_in_bash(tmp_path):
+    """The staircase block through bash (heredoc included), the venv's meanfield on PATH."""
+    import os
+    import subprocess
+    import sys
+
+    block = _fenced("## The energy staircase (seed 000)", "sh")
+    venv = Path(sys.executable).parent
+    (tmp_path / ".venv").symlink_to(venv.parent)
+    res = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, capture_output=True,
+                         text=True, env=dict(os.environ, MEANFIELD_NO_PROGRESS="1"),
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "Ebar plateaus 0.2138, 0.28, 0.44, 0.52, 1" in res.stdout
+    assert (tmp_path / "figures" / "staircase_staircase.png").exists()

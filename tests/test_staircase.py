@@ -106,8 +106,9 @@ def test_staircase_domain_through_the_cli(cli, tmp_path):
     """The Fig. 7 configuration at beta = 2000 on the gradient clock (seed 000 Fig. 4 as the
     authors coded it): run, analyze (plateaus 0.2138, 0.28, 0.44, 0.52, 1 with jumps near
     0.0018, 0.017, 0.041, 0.097: notes-000 V9 0.0015-0.002, 0.016-0.017, 0.039-0.049,
-    0.088-0.107; the greedy predictor's levels), plot, and resume from a checkpoint of a
-    partial run to the same file."""
+    0.088-0.107; the greedy predictor's levels), plot, a bad key; and the run adapter's
+    checkpoint state (save, load into a fresh adapter, continue) gives the same state
+    bitwise."""
     import h5py
 
     cfg = tmp_path / "s.toml"
@@ -131,3 +132,19 @@ def test_staircase_domain_through_the_cli(cli, tmp_path):
     bad = cli("run", str(cfg), "--set", "staircase.clock=fast", "-o", "x.h5",
               cwd=tmp_path)
     assert bad.returncode == 2 and "staircase.clock" in bad.stderr
+
+    from meanfield import config
+    from meanfield.domains import get
+    from solvers.stepping import StepStats
+
+    conf, _ = config.resolve(str(cfg), [])
+    dom = get("staircase")
+    one = dom.problem(conf)
+    mid, _ = one.advance(one.initial_state(), 0.0, 0.03, StepStats())
+    arrays, scalars = one.save_state(mid, StepStats())
+    two = dom.problem(conf)
+    back, _ = two.load_state(arrays, scalars)
+    a, _ = one.advance(mid, 0.03, 0.3, StepStats())
+    b, _ = two.advance(back, 0.03, 0.3, StepStats())
+    assert np.array_equal(a.theta, b.theta) and np.array_equal(a.mass, b.mass)
+    assert a.log1p_t == b.log1p_t and len(a.merges) == len(b.merges) == 4

@@ -116,6 +116,11 @@ class Domain:
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         return []
 
+    def ensemble_key(self, cfg: dict) -> tuple | None:
+        """Runs with equal keys can share one batched stepper (``meanfield.ensemble``);
+        None: this run steps alone."""
+        return None
+
     def token_trajectory(self, run, system: int = 0) -> np.ndarray | None:
         """Angles (snapshots, tokens) in label order of a token-ordered (causal) run on S^1,
         for the Renyi analysis; None where tokens have no order that matters."""

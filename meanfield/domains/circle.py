@@ -274,6 +274,15 @@ class Circle(Domain):
         if d["dt_per_dx"] > 0 and d["scheme"] != "lf":
             raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
 
+    def ensemble_key(self, cfg: dict) -> tuple | None:
+        """fv2 with the convolution drift, adaptive SSP-RK3 and no atoms batch together
+        (``solvers.ensemble``); the key is the grid."""
+        d = cfg["discretization"]
+        if (d["scheme"] != "fv2" or d["dt"] or d["integrator"] != "ssprk3"
+                or cfg["atoms"]["enabled"] or drift_name(cfg) != "convolution"):
+            return None
+        return ("circle-fv2", d["cells"])
+
     def problem(self, cfg: dict) -> CircleProblem:
         return CircleProblem(cfg)
 

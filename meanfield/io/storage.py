@@ -304,7 +304,12 @@ class RunWriter:
 
     # ---------------------------------------------------------------- appending
     def _names(self, attr: str) -> list[str]:
-        return [str(n) for n in self.f.attrs.get(attr, [])]
+        """Dataset names listed in a file attribute (fixed once the file is laid out: read
+        once, not per record; an HDF5 attribute read costs ~0.1 ms)."""
+        cache = self.__dict__.setdefault("_name_cache", {})
+        if attr not in cache:
+            cache[attr] = [str(n) for n in self.f.attrs.get(attr, [])]
+        return cache[attr]
 
     def append_snapshot(self, t: float, values: np.ndarray,
                         extras: Mapping[str, Any] | None = None) -> None:
@@ -317,9 +322,8 @@ class RunWriter:
             self.flush()
 
     def append_diagnostics(self, t: float, diag: Mapping[str, Any]) -> None:
-        names = self.f.attrs["diagnostics"]
-        self._diags.append((float(t), {str(n): np.array(diag[str(n)], copy=True)
-                                       for n in names}))
+        self._diags.append((float(t), {n: np.array(diag[n], copy=True)
+                                       for n in self._names("diagnostics")}))
         if len(self._diags) >= FLUSH_RECORDS:
             self.flush()
 

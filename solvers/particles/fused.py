@@ -10,11 +10,12 @@ and summarised at the output times, all in one compiled loop per system:
   each system's n x d tokens stay in cache for all its steps; no temporaries, no per-step
   Python;
 * for B = V = I the pair weights are symmetric: each pair's exponential is evaluated once
-  for both tokens (half the exponentials of a dense softmax); every exponent is
+  for both tokens (half the exponentials of a dense softmax; above d = 16 the Gram matrix
+  and the weighted sums go to BLAS, the exponentials stay halved); every exponent is
   beta (<x_i, x_j> - 1) <= 0 (SA: the shift cancels in the ratio; USA: the factor e^beta is
   applied to the sum), so nothing overflows;
 * general B, V: scores s_ij = <x_i, B x_j> with the row maximum as the softmax shift
-  (log-sum-exp), values V x_j computed once per step.
+  (log-sum-exp), values V x_j computed once per step (the products by BLAS).
 
 At every output time each system records P (the fraction of ordered pairs i != j with
 <x_i, x_j> >= 1 - delta, seed 001 Fig. 2), the number of clusters (tokens linked by
@@ -106,38 +107,27 @@ def _step_identity(x, beta, h, usa, factor, project, s, z):
 
 
 @njit(cache=True, fastmath=False)
-def _step_general(x, bm, vm, beta, h, usa, factor, project, y, vx, s, w):
-    """One step of one system with scores <x_i, B x_j> and values V x_j."""
+def _step_general(x, bt, vt, beta, h, usa, factor, project, y, vx, s, w):
+    """One step of one system with scores <x_i, B x_j> and values V x_j (bt = B^T, vt = V^T
+    contiguous: the products x B^T, x V^T and x (x B^T)^T go to BLAS)."""
     n, d = x.shape
-    for j in range(n):
-        for a in range(d):
-            acc = 0.0
-            acc2 = 0.0
-            for b in range(d):
-                acc += bm[a, b] * x[j, b]
-                acc2 += vm[a, b] * x[j, b]
-            y[j, a] = acc
-            vx[j, a] = acc2
+    y[:, :] = np.dot(x, bt)          # rows B x_j
+    vx[:, :] = np.dot(x, vt)         # rows V x_j
+    w[:, :] = np.dot(x, y.T)         # w_ij = <x_i, B x_j>
     for i in range(n):
         mx = -1e300
         for j in range(n):
-            g = 0.0
-            for k in range(d):
-                g += x[i, k] * y[j, k]
-            w[j] = g
-            if g > mx:
-                mx = g
+            if w[i, j] > mx:
+                mx = w[i, j]
         zi = 0.0
-        for k in range(d):
-            s[i, k] = 0.0
         for j in range(n):
-            e = math.exp(beta * (w[j] - mx))
+            e = math.exp(beta * (w[i, j] - mx))
+            w[i, j] = e
             zi += e
-            for k in range(d):
-                s[i, k] += e * vx[j, k]
         f = factor * math.exp(beta * mx) if usa else 1.0 / zi
-        for k in range(d):
-            s[i, k] *= f
+        for j in range(n):
+            w[i, j] *= f
+    s[:, :] = np.dot(w, vx)
     for i in range(n):
         if project:
             r = 0.0
@@ -155,17 +145,63 @@ def _step_general(x, bm, vm, beta, h, usa, factor, project, y, vx, s, w):
             x[i, k] = s[i, k] / norm
 
 
+@njit(cache=True, fastmath=False)
+def _step_identity_blas(x, beta, h, usa, factor, project, s, w):
+    """``_step_identity`` for large d: the Gram matrix and the weighted sums by BLAS."""
+    n, d = x.shape
+    w[:, :] = np.dot(x, x.T)
+    for i in range(n):
+        w[i, i] = 1.0
+        for j in range(i + 1, n):
+            e = math.exp(beta * (w[i, j] - 1.0))
+            w[i, j] = e
+            w[j, i] = e
+    for i in range(n):
+        zi = 0.0
+        for j in range(n):
+            zi += w[i, j]
+        f = factor if usa else 1.0 / zi
+        for j in range(n):
+            w[i, j] *= f
+    s[:, :] = np.dot(w, x)
+    for i in range(n):
+        if project:
+            r = 0.0
+            for k in range(d):
+                r += s[i, k] * x[i, k]
+            for k in range(d):
+                s[i, k] -= r * x[i, k]
+        norm = 0.0
+        for k in range(d):
+            yk = x[i, k] + h * s[i, k]
+            s[i, k] = yk
+            norm += yk * yk
+        norm = math.sqrt(norm)
+        for k in range(d):
+            x[i, k] = s[i, k] / norm
+
+
+#: above this dimension the identity kernel uses BLAS for the Gram matrix and the sums
+BLAS_DIM = 16
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _run_identity(x, beta, steps, n_steps, usa, factor, project, delta, cdelta, p, c, e):
     n_sys, n, d = x.shape
     n_out = n_steps.size
+    blas = d > BLAS_DIM
     for b in prange(n_sys):
         s = np.empty((n, d))
         z = np.empty(n)
+        w = np.empty((n, n))
         k = 0
         for o in range(n_out):
             for _ in range(n_steps[o]):
-                _step_identity(x[b], beta[b], steps[k], usa, factor[b], project, s, z)
+                if blas:
+                    _step_identity_blas(x[b], beta[b], steps[k], usa, factor[b], project, s,
+                                        w)
+                else:
+                    _step_identity(x[b], beta[b], steps[k], usa, factor[b], project, s, z)
                 k += 1
             _stats_identity(x[b], beta[b], delta, cdelta, p[b, o:o + 1], c[b, o:o + 1],
                             e[b, o:o + 1])
@@ -180,7 +216,7 @@ def _run_general(x, bm, vm, which, beta, steps, n_steps, usa, factor, project, d
         y = np.empty((n, d))
         vx = np.empty((n, d))
         s = np.empty((n, d))
-        w = np.empty(n)
+        w = np.empty((n, n))
         m = which[b]              # the system's matrices
         k = 0
         for o in range(n_out):
@@ -247,8 +283,10 @@ def run_batch(x: np.ndarray, beta: np.ndarray, times: np.ndarray, dt: float, *,
         bm = np.eye(d) if B is None else np.asarray(B, float)
         vm = np.eye(d) if V is None else np.asarray(V, float)
         per = bm.ndim == 3 or vm.ndim == 3
-        bm = np.ascontiguousarray(np.broadcast_to(bm, (n_sys, d, d)) if per else bm[None])
-        vm = np.ascontiguousarray(np.broadcast_to(vm, bm.shape))
+        bm = np.broadcast_to(bm, (n_sys, d, d)) if per else bm[None]
+        vm = np.broadcast_to(vm, bm.shape)
+        bm = np.ascontiguousarray(np.swapaxes(bm, 1, 2))     # B^T, V^T per system
+        vm = np.ascontiguousarray(np.swapaxes(vm, 1, 2))
         which = np.arange(n_sys) if per else np.zeros(n_sys, np.int64)
         _run_general(x, bm, vm, which, beta, steps, counts, usa, factor, rule == "euler",
                      float(delta), float(cluster_delta), p, c, e)
