@@ -271,7 +271,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--ensemble", type=int, default=0, metavar="N",
                    help="advance compatible runs (circle fv2, convolution drift, no atoms) "
                    "N at a time in one batched stepper per task (0: one run per task; "
-                   "meanfield.ensemble.DEFAULT_BATCH = 32 is a good N)")
+                   "64 gives the most at M = 512; large M gains nothing)")
     p.add_argument("--overwrite", action="store_true", help="run everything again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)

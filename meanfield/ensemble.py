@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-#: default members per ensemble (measured on 2 cores: member-steps/s at M = 512 grow up to
-#: ~32 members and flatten beyond 64)
-DEFAULT_BATCH = 32
+#: members per ensemble worth asking for (benchmarks/bench_ensemble.py on 2 cores, M = 512:
+#: 1.7x, 5.5x, 5.8x, 10.2x the single run's member-steps/s at 1, 8, 32, 64 members; at
+#: M = 4096 the arithmetic dominates and batching gains nothing, 0.8-1.1x)
+DEFAULT_BATCH = 64
 
 
 @dataclass
