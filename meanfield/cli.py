@@ -268,10 +268,11 @@ def _add_sweep(sub) -> None:
     g.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, tcp://host:port")
     g.add_argument("--dask-local", type=_positive_int("--dask-local"), metavar="N",
                    help="start a Dask LocalCluster with N workers")
-    p.add_argument("--ensemble", type=int, default=0, metavar="N",
+    p.add_argument("--ensemble", type=int, nargs="?", default=0, const=64, metavar="N",
                    help="advance compatible runs (circle fv2, convolution drift, no atoms) "
-                   "N at a time in one batched stepper per task (0: one run per task; "
-                   "64 gives the most at M = 512; large M gains nothing)")
+                   "N at a time in one batched stepper per task (no N: "
+                   "meanfield.ensemble.DEFAULT_BATCH = 64, the most at M = 512; default 0: "
+                   "one run per task)")
     p.add_argument("--overwrite", action="store_true", help="run everything again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)

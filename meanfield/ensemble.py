@@ -12,7 +12,7 @@ repeats. Each member's steps are exactly its single run's, so its file is the si
 file (bitwise: the batched FFT and flux kernels do the single run's arithmetic). A member that
 is not batchable at run time simply steps on its own in its thread.
 
-``run_ensemble(spec)`` is the unit of work that the sweep executors (process pool, Dask) run:
+``run_ensemble(spec, run_member)`` is the unit of work that the sweep executors (process pool, Dask) run:
 one task per ensemble, returning one result per member.
 """
 
@@ -148,12 +148,12 @@ class Coordinator:
                 r.done.set()
 
 
-def run_ensemble(spec: EnsembleSpec) -> dict[str, Any]:
-    """Run an ensemble's members (threads, one batched stepper); never raises. Returns
-    {"name", "members": [per-member results as ``meanfield.sweep.run_one`` gives]}."""
+def run_ensemble(spec: EnsembleSpec, run_member) -> dict[str, Any]:
+    """Run an ensemble's members (threads, one batched stepper); never raises. Each member is
+    ``run_member(run_spec, stop_request, adapt=...)`` (the sweep's per-run function, which
+    returns its result dict). Returns {"name", "members": [the members' results]}."""
     os.environ.setdefault("MEANFIELD_FFT_THREADS", "1")
     from meanfield.driver import StopRequest, stop_on_signals
-    from meanfield.sweep import _run_one
 
     start = time.monotonic()
     coord = Coordinator()
@@ -162,7 +162,7 @@ def run_ensemble(spec: EnsembleSpec) -> dict[str, Any]:
 
     def member(i: int) -> None:
         try:
-            results[i] = _run_one(spec.members[i], requests[i], adapt=coord.adapt)
+            results[i] = run_member(spec.members[i], requests[i], adapt=coord.adapt)
         finally:
             coord.leave()
 

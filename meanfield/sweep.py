@@ -581,7 +581,7 @@ def run_task(task) -> dict[str, Any]:
     from meanfield.ensemble import EnsembleSpec, run_ensemble
 
     if isinstance(task, EnsembleSpec):
-        res = run_ensemble(task)
+        res = run_ensemble(task, _run_one)
         if res.get("signal") is not None and multiprocessing.parent_process() is not None:
             os._exit(0)    # as run_one: a pool worker asked to stop takes no further task
         if res.get("signal") is not None:

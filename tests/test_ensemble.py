@@ -57,7 +57,7 @@ def test_a_failing_member_fails_alone():
     """A member whose density turns negative (an explicit CFL far too large) reports the
     solver's message; the others reach their targets unchanged."""
     good = FiniteVolume(128, 5.0, "sa")
-    bad = FiniteVolume(128, 5.0, "usa", cfl=1.0)
+    bad = FiniteVolume(128, 5.0, "usa", cfl=1.0, accuracy=1e6)   # no accuracy cap
     bad.positivity_factor = 50.0          # steps 100x beyond the positivity bound
     p = [initial.white_noise(128, 0.05, seed=s) for s in (1, 2)]
     members = [Member(good, good.split(good.check_density(p[0])), 0.0, StepStats()),
@@ -65,6 +65,15 @@ def test_a_failing_member_fails_alone():
     errors = CircleEnsemble([good, bad]).advance(members, np.array([3.0, 3.0]))
     assert errors[0] is None and members[0].t == 3.0
     assert errors[1] is not None and ("negative" in errors[1] or "non-finite" in errors[1])
+
+
+def test_cli_default_batch_is_the_documented_one():
+    from meanfield.cli import build_parser
+    from meanfield.ensemble import DEFAULT_BATCH
+
+    args = build_parser().parse_args(["sweep", "--param", "model.beta=1", "-o", "x",
+                                      "--ensemble"])
+    assert args.ensemble == DEFAULT_BATCH
 
 
 def _cli(*args, cwd, timeout=600):

@@ -126,12 +126,12 @@ def _read(path):
 
 
 def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
-    """``meanfield phase``: killed (SIGKILL) after some betas finished, the re-run computes
-    only the others and the file equals an uninterrupted run bitwise; --jobs 2 and a Dask
-    LocalCluster give the same numbers; analyze and plot read the file; the seed 001
+    """``meanfield phase`` (160 realisations): killed (SIGKILL) after some betas finished, the
+    re-run computes only the others, and uninterrupted runs on 2 processes (--jobs 2) and on a
+    Dask LocalCluster give bitwise the same file; analyze and plot read the file; the seed 001
     Fig. 3 counts come out (beta = 4: 2 clusters, beta = 9: 3 clusters the modal counts at
     t = 30)."""
-    args = ["phase", "--betas", "1,4,9,2.5,6", "--realisations", "400", "--outputs", "31",
+    args = ["phase", "--betas", "1,4,9,2.5,6", "--realisations", "160", "--outputs", "31",
             "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "meanfield.cli", *args, "-o", "k.h5"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -149,8 +149,7 @@ def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
     assert f"({5 - n_done} computed, {n_done} resumed)" in res.stdout
     assert not parts.exists()
     ref = _read(tmp_path / "k.h5")
-    for extra, name in ((["--jobs", "2"], "j.h5"), (["--dask-local", "2"], "d.h5"),
-                        ([], "a.h5")):
+    for extra, name in ((["--jobs", "2"], "j.h5"), (["--dask-local", "2"], "d.h5")):
         res = _cli(*args, *extra, "-o", name, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         got = _read(tmp_path / name)
