@@ -12,8 +12,8 @@ repeats. Each member's steps are exactly its single run's, so its file is the si
 file (bitwise: the batched FFT and flux kernels do the single run's arithmetic). A member that
 is not batchable at run time simply steps on its own in its thread.
 
-``run_ensemble(spec, run_member)`` is the unit of work that the sweep executors (process pool, Dask) run:
-one task per ensemble, returning one result per member.
+``run_ensemble(spec, run_member)`` is the unit of work that the sweep executors (process
+pool, Dask) run: one task per ensemble, returning one result per member.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def test_causal_domain_through_the_cli(cli, tmp_path):
     (slice space-time maps), compare (label-averaged densities) and a one-line error."""
     args = ["run", "--set", "model.domain=causal", "--set", "model.beta=9", "--set",
             "causal.slices=8", "--set", "discretization.cells=256", "--set",
-            "time.t_end=16", "--set", "time.n_outputs=17", "--quiet"]
+            "time.t_end=11", "--set", "time.n_outputs=12", "--quiet"]
     res = cli(*args, "-o", "c.h5", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     res = cli(*args, "--set", "initial.seed=5", "-o", "d.h5", cwd=tmp_path)
@@ -305,7 +305,7 @@ def test_frozen_centres_capture_every_token():
     assert np.array_equal(x[0, :3], cen)
 
     far = []
-    for s, t_end in ((30, 40.0), (6, 20.0)):
+    for s, t_end in ((30, 40.0), (6, 10.0)):
         c = CausalCircle(256, s, beta, "sa", centres=cen, centre_mass=np.full(3, 1 / 30))
         p = np.stack([initial.white_noise(256, 0.01, seed=k) for k in range(s)])
         q, _ = c.advance(c.split(p), 0.0, t_end, StepStats())

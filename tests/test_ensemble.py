@@ -23,8 +23,8 @@ cells = 256
 enabled = false
 [time]
 t_end_units = "e_folds"
-t_end = 8.0
-n_outputs = 21
+t_end = 5.0
+n_outputs = 11
 """
 
 

@@ -126,12 +126,12 @@ def _read(path):
 
 
 def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
-    """``meanfield phase`` (160 realisations): killed (SIGKILL) after some betas finished, the
+    """``meanfield phase`` (96 realisations): killed (SIGKILL) after some betas finished, the
     re-run computes only the others, and uninterrupted runs on 2 processes (--jobs 2) and on a
     Dask LocalCluster give bitwise the same file; analyze and plot read the file; the seed 001
     Fig. 3 counts come out (beta = 4: 2 clusters, beta = 9: 3 clusters the modal counts at
     t = 30)."""
-    args = ["phase", "--betas", "1,4,9,2.5,6", "--realisations", "160", "--outputs", "31",
+    args = ["phase", "--betas", "1,4,9,2.5,6", "--realisations", "96", "--outputs", "16",
             "--quiet"]
     proc = subprocess.Popen([sys.executable, "-m", "meanfield.cli", *args, "-o", "k.h5"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
