@@ -24,35 +24,31 @@ from numba import njit
 from solvers.stepping import SolverError, StepStats
 
 
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _slope(left, right, limiter):
+    """minmod(th*left, (left+right)/2, th*right), ``FiniteVolume.rhs``'s operations."""
+    b1 = min(abs(left), abs(right)) * limiter
+    b2 = abs(left + right) * 0.5
+    s = math.copysign(min(b1, b2), left)
+    return s if left * right > 0.0 else s * 0.0
+
+
 @njit(cache=True, fastmath=False, nogil=True)
 def fv2_flux_batch(q, v, background, limiter, inv_dx, out, speed):
     """-(F_{j+1/2} - F_{j-1/2})/dx of ``FiniteVolume.rhs`` for every row of q (B, M), face
     velocities v (B, M), per-row backgrounds; ``speed`` receives each row's max |v|."""
     n_rows, m = q.shape
+    slope = np.empty(m)
     flux = np.empty(m)
     for r in range(n_rows):
-        vmax = 0.0
-        vmin = 0.0
         for j in range(m):
             jm = j - 1 if j > 0 else m - 1
             jp = j + 1 if j < m - 1 else 0
-            jpp = jp + 1 if jp < m - 1 else 0
-            left = q[r, j] - q[r, jm]
-            right = q[r, jp] - q[r, j]
-            # slope_j = minmod(th*left, (left+right)/2, th*right), the single scheme's order
-            b1 = min(abs(left), abs(right)) * limiter
-            b2 = abs(left + right) * 0.5
-            s = math.copysign(min(b1, b2), left)
-            if not left * right > 0.0:
-                s = s * 0.0
-            # slope of cell j+1 for the west face value of cell j+1
-            left1 = right
-            right1 = q[r, jpp] - q[r, jp]
-            c1 = min(abs(left1), abs(right1)) * limiter
-            c2 = abs(left1 + right1) * 0.5
-            s1 = math.copysign(min(c1, c2), left1)
-            if not left1 * right1 > 0.0:
-                s1 = s1 * 0.0
+            slope[j] = _slope(q[r, j] - q[r, jm], q[r, jp] - q[r, j], limiter)
+        vmax = 0.0
+        vmin = 0.0
+        for j in range(m):
+            jp = j + 1 if j < m - 1 else 0
             vf = v[r, j]
             vp = max(vf, 0.0)
             vm = min(vf, 0.0)
@@ -60,9 +56,9 @@ def fv2_flux_batch(q, v, background, limiter, inv_dx, out, speed):
                 vmax = vp
             if vm < vmin:
                 vmin = vm
-            east = (q[r, j] + s * 0.5) * vp
-            west = vm * (q[r, jp] - s1 * 0.5)
-            flux[j] = east + west + vf * background[r]
+            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
+            flux[j] = (q[r, j] + slope[j] * 0.5) * vp + vm * (q[r, jp] - slope[jp] * 0.5) \
+                + vf * background[r]
         speed[r] = max(vmax, -vmin)
         for j in range(m):
             jm = j - 1 if j > 0 else m - 1
@@ -141,16 +137,26 @@ class BatchedConvolution:
 
     def __call__(self, rows: list[int], q: np.ndarray) -> np.ndarray:
         rin, cout, cin, rout, fwd, bwd = self._plan(len(rows))
+        mult, usa, scale, beta, shift = self._rows(rows)
         rin[:] = q
         fwd.execute()
-        np.multiply(cout, self.mult[rows], out=cin)
+        np.multiply(cout, mult, out=cin)
         bwd.execute()
-        idx = np.asarray(rows)
-        shift = self.conv0[idx] * np.array([self.drifts[i].background for i in rows])
         v = np.empty((len(rows), self.n))
-        convolution_faces(rout, 1.0 / self.n, self.usa[idx], self.scale[idx],
-                          self.beta[idx], shift, self.dx, v)
+        convolution_faces(rout, 1.0 / self.n, usa, scale, beta, shift, self.dx, v)
         return v
+
+    def _rows(self, rows: list[int]) -> tuple:
+        """The members' multipliers and constants, gathered once per set of rows (the set
+        changes only when a member leaves; three RHS per step reuse it)."""
+        key = tuple(rows)
+        if getattr(self, "_key", None) != key:
+            idx = np.asarray(rows)
+            bg = np.array([self.drifts[i].background for i in rows])
+            self._key = key
+            self._gathered = (self.mult[idx], self.usa[idx], self.scale[idx],
+                              self.beta[idx], self.conv0[idx] * bg)
+        return self._gathered
 
 
 @dataclass
@@ -196,7 +202,10 @@ class CircleEnsemble:
         """The fv2 right-hand sides of members ``rows`` at states q (len(rows), M), and their
         max face speeds."""
         v = self.face_velocities(rows, q)
-        bg = np.array([self.schemes[r].background for r in rows])
+        if getattr(self, "_bg_key", None) != tuple(rows):   # gathered once per set of rows
+            self._bg_key = tuple(rows)
+            self._bg = np.array([self.schemes[r].background for r in rows])
+        bg = self._bg
         out = np.empty_like(q)
         speed = np.empty(len(rows))
         fv2_flux_batch(q, v, bg, self.limiter, 1.0 / self.dx, out, speed)

@@ -76,11 +76,6 @@ def test_cli_default_batch_is_the_documented_one():
     assert args.ensemble == DEFAULT_BATCH
 
 
-def _cli(*args, cwd, timeout=600):
-    env = dict(os.environ, MEANFIELD_NO_PROGRESS="1")
-    return subprocess.run([sys.executable, "-m", "meanfield.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
-
 
 def _data(path):
     with h5py.File(path) as f:
@@ -88,7 +83,7 @@ def _data(path):
                                       "spectrum")}
 
 
-def test_sweep_ensembles_write_the_single_runs_files_and_resume(tmp_path):
+def test_sweep_ensembles_write_the_single_runs_files_and_resume(cli, tmp_path):
     """A mixed sweep (beta 3, 6; SA and USA; 2 seeds) with --ensemble 8 writes the same files
     as one run per task, bitwise; killed (SIGKILL) in the middle and run again it resumes
     each member from its checkpoint or its finished file, and the result is again bitwise
@@ -96,7 +91,7 @@ def test_sweep_ensembles_write_the_single_runs_files_and_resume(tmp_path):
     (tmp_path / "base.toml").write_text(BASE + "[output]\ncheckpoint_seconds = 0.2\n")
     params = ["--param", "model.beta=3,6", "--param", "model.model=usa,sa", "--param",
               "initial.seed=0:2"]
-    res = _cli("sweep", "base.toml", *params, "-o", "single", "--jobs", "1", cwd=tmp_path)
+    res = cli("sweep", "base.toml", *params, "-o", "single", "--jobs", "1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     proc = subprocess.Popen([sys.executable, "-m", "meanfield.cli", "sweep", "base.toml",
                              *params, "-o", "ens", "--jobs", "1", "--ensemble", "8"],
@@ -108,7 +103,7 @@ def test_sweep_ensembles_write_the_single_runs_files_and_resume(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    res = _cli("sweep", "base.toml", *params, "-o", "ens", "--jobs", "1", "--ensemble", "8",
+    res = cli("sweep", "base.toml", *params, "-o", "ens", "--jobs", "1", "--ensemble", "8",
                cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in (tmp_path / "single").glob("beta=*.h5"))
@@ -116,7 +111,7 @@ def test_sweep_ensembles_write_the_single_runs_files_and_resume(tmp_path):
     for name in names:
         a, b = _data(tmp_path / "single" / name), _data(tmp_path / "ens" / name)
         assert all(np.array_equal(a[k], b[k]) for k in a), name
-    bad = _cli("sweep", "base.toml", "--param", "model.beta=-1,4", "-o", "mixed",
+    bad = cli("sweep", "base.toml", "--param", "model.beta=-1,4", "-o", "mixed",
                "--jobs", "1", "--ensemble", "8", cwd=tmp_path)
     assert bad.returncode == 1 and "failed: beta=-1" in bad.stdout
     assert (tmp_path / "mixed" / "beta=4.h5").exists()

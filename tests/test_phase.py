@@ -113,11 +113,6 @@ def test_high_dimension_concentrates_on_the_orthogonal_curve():
     assert worst[1] < 0.5 * worst[0] and worst[1] < 2 * math.sqrt(math.log(1024) / 1024)
 
 
-def _cli(*args, cwd, timeout=600):
-    env = dict(os.environ, MEANFIELD_NO_PROGRESS="1")
-    return subprocess.run([sys.executable, "-m", "meanfield.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
-
 
 def _read(path):
     with h5py.File(path) as f:
@@ -125,7 +120,7 @@ def _read(path):
                                       "clusters_median", "trajectory")}
 
 
-def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
+def test_phase_cli_resumes_after_sigkill_and_executors_agree(cli, tmp_path):
     """``meanfield phase`` (96 realisations): killed (SIGKILL) after some betas finished, the
     re-run computes only the others, and uninterrupted runs on 2 processes (--jobs 2) and on a
     Dask LocalCluster give bitwise the same file; analyze and plot read the file; the seed 001
@@ -144,22 +139,22 @@ def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
     proc.wait()
     n_done = len(list(parts.glob("*.npz")))
     assert 2 <= n_done < 5 and not (tmp_path / "k.h5").exists()
-    res = _cli(*args, "-o", "k.h5", cwd=tmp_path)
+    res = cli(*args, "-o", "k.h5", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"({5 - n_done} computed, {n_done} resumed)" in res.stdout
     assert not parts.exists()
     ref = _read(tmp_path / "k.h5")
     for extra, name in ((["--jobs", "2"], "j.h5"), (["--dask-local", "2"], "d.h5")):
-        res = _cli(*args, *extra, "-o", name, cwd=tmp_path)
+        res = cli(*args, *extra, "-o", name, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         got = _read(tmp_path / name)
         assert all(np.array_equal(got[k], ref[k], equal_nan=True) for k in ref), name
-    out = json.loads(_cli("analyze", "k.h5", "--json", cwd=tmp_path).stdout)
+    out = json.loads(cli("analyze", "k.h5", "--json", cwd=tmp_path).stdout)
     rows = {r["beta"]: r for r in out["rows"]}
     assert rows[4.0]["band_modal_clusters"] == 2 and rows[9.0]["band_modal_clusters"] == 3
     assert rows[1.0]["t_half"] < 10 and rows[4.0]["gamma_time"] == pytest.approx(6.954,
                                                                                abs=1e-3)
-    res = _cli("plot", "k.h5", "-o", "figs", cwd=tmp_path)
+    res = cli("plot", "k.h5", "-o", "figs", cwd=tmp_path)
     assert res.returncode == 0 and (tmp_path / "figs" / "k_phase.png").exists()
     assert (tmp_path / "figs" / "k_zoom.png").exists()
     with h5py.File(tmp_path / "k.h5") as f:
@@ -174,13 +169,13 @@ def test_phase_cli_resumes_after_sigkill_and_executors_agree(tmp_path):
                                        (["--ensemble", "goe"], "phase.ensemble"),
                                        (["--betas=-1,2"], "phase.betas"),
                                        (["--rule", "rk9"], "phase.rule")])
-def test_phase_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, key):
-    res = _cli("phase", *flags, "-o", "x.h5", cwd=tmp_path)
+def test_phase_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, flags, key):
+    res = cli("phase", *flags, "-o", "x.h5", cwd=tmp_path)
     assert res.returncode == 2 and key in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
-def test_phase_config_file_with_an_unknown_key(tmp_path):
+def test_phase_config_file_with_an_unknown_key(cli, tmp_path):
     (tmp_path / "p.toml").write_text("[phase]\nn = 8\nbogus = 1\n")
-    res = _cli("phase", "p.toml", "-o", "x.h5", cwd=tmp_path)
+    res = cli("phase", "p.toml", "-o", "x.h5", cwd=tmp_path)
     assert res.returncode == 2 and "phase.bogus" in res.stderr

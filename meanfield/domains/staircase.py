@@ -76,7 +76,8 @@ class StaircaseProblem:
                                           "units": "rad"}),
             "event_mass": ((), "f8", {"long_name": "mass of the merged token"}),
             "event_parts": (("part",), "f8", {"long_name": "masses merged"}),
-            "event_oracle": ((), "f8", {"long_name": "physical time of the merge"}),
+            "event_physical_time": ((), "f8", {"long_name": "physical time of the merge "
+                                               "(inf beyond 1e308)"}),
         }
         self._events_out = 0
         self._state = self.state0
@@ -125,7 +126,8 @@ class StaircaseProblem:
         ev = self._state.merges[self._events_out:]
         self._events_out += len(ev)
         return [(e.s, {"event_kind": 1, "event_position": e.angle, "event_mass": e.mass,
-                       "event_parts": np.array(e.parts), "event_oracle": e.t}) for e in ev]
+                       "event_parts": np.array(e.parts),
+                       "event_physical_time": e.t}) for e in ev]
 
     def save_state(self, state, stats) -> tuple[dict, dict]:
         merges = np.array([[e.s, e.t, *e.parts, e.mass, e.angle, e.gap]

@@ -69,6 +69,28 @@ def _stats_identity(x, beta, delta, cdelta, out_p, out_c, out_e):
     out_c[0] = leaders
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def _euler_update(x, s, h, project):
+    """x_i <- (x_i + h u_i)/|x_i + h u_i| with u_i = s_i (projected on the tangent space
+    first for ``euler``); s is overwritten."""
+    n, d = x.shape
+    for i in range(n):
+        if project:
+            r = 0.0
+            for k in range(d):
+                r += s[i, k] * x[i, k]
+            for k in range(d):
+                s[i, k] -= r * x[i, k]
+        norm = 0.0
+        for k in range(d):
+            yk = x[i, k] + h * s[i, k]
+            s[i, k] = yk
+            norm += yk * yk
+        norm = math.sqrt(norm)
+        for k in range(d):
+            x[i, k] = s[i, k] / norm
+
+
 @njit(cache=True, fastmath=False)
 def _step_identity(x, beta, h, usa, factor, project, s, z):
     """One step of one system, B = V = I (s: (n, d) sums, z: (n,) scratch)."""
@@ -90,27 +112,16 @@ def _step_identity(x, beta, h, usa, factor, project, s, z):
                 s[j, k] += e * x[i, k]
     for i in range(n):
         f = factor if usa else 1.0 / z[i]
-        if project:
-            r = 0.0
-            for k in range(d):
-                r += s[i, k] * x[i, k]
-            for k in range(d):
-                s[i, k] -= r * x[i, k]
-        norm = 0.0
         for k in range(d):
-            y = x[i, k] + h * f * s[i, k]
-            s[i, k] = y
-            norm += y * y
-        norm = math.sqrt(norm)
-        for k in range(d):
-            x[i, k] = s[i, k] / norm
+            s[i, k] *= f
+    _euler_update(x, s, h, project)
 
 
 @njit(cache=True, fastmath=False)
 def _step_general(x, bt, vt, beta, h, usa, factor, project, y, vx, s, w):
     """One step of one system with scores <x_i, B x_j> and values V x_j (bt = B^T, vt = V^T
     contiguous: the products x B^T, x V^T and x (x B^T)^T go to BLAS)."""
-    n, d = x.shape
+    n = x.shape[0]
     y[:, :] = np.dot(x, bt)          # rows B x_j
     vx[:, :] = np.dot(x, vt)         # rows V x_j
     w[:, :] = np.dot(x, y.T)         # w_ij = <x_i, B x_j>
@@ -128,27 +139,13 @@ def _step_general(x, bt, vt, beta, h, usa, factor, project, y, vx, s, w):
         for j in range(n):
             w[i, j] *= f
     s[:, :] = np.dot(w, vx)
-    for i in range(n):
-        if project:
-            r = 0.0
-            for k in range(d):
-                r += s[i, k] * x[i, k]
-            for k in range(d):
-                s[i, k] -= r * x[i, k]
-        norm = 0.0
-        for k in range(d):
-            yk = x[i, k] + h * s[i, k]
-            s[i, k] = yk
-            norm += yk * yk
-        norm = math.sqrt(norm)
-        for k in range(d):
-            x[i, k] = s[i, k] / norm
+    _euler_update(x, s, h, project)
 
 
 @njit(cache=True, fastmath=False)
 def _step_identity_blas(x, beta, h, usa, factor, project, s, w):
     """``_step_identity`` for large d: the Gram matrix and the weighted sums by BLAS."""
-    n, d = x.shape
+    n = x.shape[0]
     w[:, :] = np.dot(x, x.T)
     for i in range(n):
         w[i, i] = 1.0
@@ -164,21 +161,7 @@ def _step_identity_blas(x, beta, h, usa, factor, project, s, w):
         for j in range(n):
             w[i, j] *= f
     s[:, :] = np.dot(w, x)
-    for i in range(n):
-        if project:
-            r = 0.0
-            for k in range(d):
-                r += s[i, k] * x[i, k]
-            for k in range(d):
-                s[i, k] -= r * x[i, k]
-        norm = 0.0
-        for k in range(d):
-            yk = x[i, k] + h * s[i, k]
-            s[i, k] = yk
-            norm += yk * yk
-        norm = math.sqrt(norm)
-        for k in range(d):
-            x[i, k] = s[i, k] / norm
+    _euler_update(x, s, h, project)
 
 
 #: above this dimension the identity kernel uses BLAS for the Gram matrix and the sums

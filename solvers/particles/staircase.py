@@ -139,15 +139,21 @@ class MergingCircle:
         """v_i times e^{beta(1 - shift)} (shift = 1: the physical velocity; shift = c*: the
         closest-pair normalisation, every exponent beta(cos - c*) <= 0 between distinct
         tokens)."""
-        d = theta[None, :] - theta[:, None]                # theta_j - theta_i
+        return self._velocities(theta[None, :], m, n, np.array([shift]))[0]
+
+    def _velocities(self, th: np.ndarray, m: np.ndarray, n: int, shift: np.ndarray
+                    ) -> np.ndarray:
+        """``velocity`` at P states at once: th (P, k), shift (P,) -> (P, k)."""
+        d = th[:, None, :] - th[:, :, None]                # theta_j - theta_i
         c = np.cos(d)
-        x = self.beta * (c - shift)
-        np.fill_diagonal(x, -np.inf)      # the self term has sin 0 (and would overflow)
-        e = m[None, :] * np.exp(x)
-        num = (e * np.sin(d)).sum(axis=1)
+        x = self.beta * (c - shift[:, None, None])
+        diag = np.arange(th.shape[1])
+        x[:, diag, diag] = -np.inf        # the self term has sin 0 (and would overflow)
+        e = m[None, None, :] * np.exp(x)
+        num = (e * np.sin(d)).sum(axis=2)
         if self.model == "usa":
             return num * self._usa_factor(n)
-        z = (m[None, :] * np.exp(self.beta * (c - 1.0))).sum(axis=1)
+        z = (m[None, None, :] * np.exp(self.beta * (c - 1.0))).sum(axis=2)
         return num / z
 
     def closest_cos(self, theta: np.ndarray) -> float:
@@ -228,22 +234,16 @@ class MergingCircle:
     def _log_rates(self, y: np.ndarray, m: np.ndarray, n: int) -> np.ndarray:
         """L = log dt/ds at many states at once: y (k, P) angles of k tokens at P points."""
         th = y.T                                               # (P, k)
-        d = th[:, None, :] - th[:, :, None]                    # theta_j - theta_i
-        c = np.cos(d)
         k = th.shape[1]
-        off = ~np.eye(k, dtype=bool)
-        cs = np.where(off, c, -np.inf).max(axis=(1, 2)) if k > 1 else np.ones(th.shape[0])
+        if k > 1:
+            c = np.cos(th[:, None, :] - th[:, :, None])
+            c[:, np.arange(k), np.arange(k)] = -np.inf
+            cs = c.max(axis=(1, 2))
+        else:
+            cs = np.ones(th.shape[0])
         if self.clock == "closest":
             return math.log(self.log_beta) + self.beta * (1.0 - cs)
-        x = self.beta * (c - cs[:, None, None])
-        x[:, ~off] = -np.inf
-        e = m[None, None, :] * np.exp(x)
-        num = (e * np.sin(d)).sum(axis=2)
-        if self.model == "usa":
-            vt = num * self._usa_factor(n)
-        else:
-            z = (m[None, None, :] * np.exp(self.beta * (c - 1.0))).sum(axis=2)
-            vt = num / z
+        vt = self._velocities(th, m, n, cs)
         norm = np.sqrt(n * (vt**2 @ m))
         with np.errstate(divide="ignore"):
             return math.log(self.log_beta) - np.log(norm) + self.beta * (1.0 - cs)
