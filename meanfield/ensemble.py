@@ -3,14 +3,15 @@
 Every member runs the ordinary driver (``meanfield.driver.execute``: its own file, lock,
 schedule, diagnostics, stop rules, checkpoints and resume) in a thread of its own; the driver
 calls ``adapt(problem)`` before stepping, and for a batchable member (a circle fv2 run with
-the convolution drift, adaptive SSP-RK3, no atoms: ``Domain.ensemble_key``) the adapter's
-``advance`` is replaced by a request to the coordinator. The coordinator (this process's
-main thread) waits until every live member is either waiting for a step or finished, then
-advances all waiting members together with ``solvers.ensemble.CircleEnsemble`` until one of
-them reaches its output time (or fails, or its stop request fires), hands those back, and
-repeats. Each member's steps are exactly its single run's, so its file is the single run's
-file (bitwise: the batched FFT and flux kernels do the single run's arithmetic). A member that
-is not batchable at run time simply steps on its own in its thread.
+the convolution drift, adaptive SSP-RK3, with or without atoms: ``Domain.ensemble_key``) the
+adapter's ``advance`` is replaced by a request to the coordinator. The coordinator (this
+process's main thread) keeps every member's state in a row of one
+``solvers.ensemble.CircleEnsemble`` and takes one batched step of all members that wait for
+one, handing each back as soon as it reaches its output time (or fails, or its stop request
+fires); a member busy with its records simply sits out the steps until it asks again. Each
+member's steps are its single run's, so its file is the single run's file (bitwise until the
+first atom, then to round-off: see ``solvers.ensemble``). A member that is not batchable at run
+time simply steps on its own in its thread.
 
 ``run_ensemble(spec, run_member)`` is the unit of work that the sweep executors (process
 pool, Dask) run: one task per ensemble, returning one result per member.
@@ -55,23 +56,58 @@ class _Request:
     error: str | None = None
 
 
+class _Handle:
+    """One member's link to the coordinator: ``adapt`` for the driver, ``leave`` once its
+    run has stopped stepping (idempotent)."""
+
+    def __init__(self, coord: Coordinator) -> None:
+        self.coord, self.left = coord, False
+
+    def adapt(self, problem) -> None:
+        self.coord._adapt(problem, self)
+
+    def leave(self) -> None:
+        if not self.left:
+            self.left = True
+            self.coord._leave()
+
+
+#: a running member's stop request (signal, wall budget) is looked at every this many steps
+DEADLINE_EVERY = 16
+
+
 class Coordinator:
-    """Collects step requests from member threads and advances them in batches."""
+    """Collects step requests from member threads and advances them in one batch.
+
+    Each member's scheme gets a row of a ``solvers.ensemble.CircleEnsemble`` (one per grid)
+    the first time it asks; its state stays in that row between requests. Every round the
+    coordinator loads the new requests, takes one step of all rows that have a target, and
+    hands back the rows that reached it (or failed), so a member writing its records never
+    holds the others up and a finished member costs nothing."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.pending: list[_Request] = []
-        self.live = 0
-        self.busy = 0          # live members not currently waiting for a step
+        self.live = 0          # members that may still ask for steps
+        self.held = 0          # requests the coordinator is stepping
+        self._rows: dict[int, tuple] = {}        # id(scheme) -> (ensemble, row)
+        self._ensembles: dict[int, Any] = {}     # cells -> CircleEnsemble
 
     # ---------------------------------------------------------------- member side
-    def adapt(self, problem) -> None:
-        """Route a batchable grid problem's advance through the coordinator."""
-        from solvers.circle import FiniteVolume
+    def member(self) -> _Handle:
+        """A member's handle (counted as live until its ``leave``)."""
+        with self.cond:
+            self.live += 1
+        return _Handle(self)
+
+    def _adapt(self, problem, handle: _Handle) -> None:
+        """Route a batchable grid problem's advance through the coordinator (a member that
+        is not batchable leaves: it steps on its own and never asks)."""
+        from solvers.ensemble import batchable
 
         scheme = getattr(problem, "scheme", None)
-        if not (type(scheme) is FiniteVolume and scheme.fixed_dt is None
-                and scheme.integrator == "ssprk3"):
+        if scheme is None or not batchable(scheme):
+            handle.leave()
             return
 
         def advance(state, t, target, stats, deadline=None, max_steps=None):
@@ -81,11 +117,8 @@ class Coordinator:
                            deadline)
             with self.cond:
                 self.pending.append(req)
-                self.busy -= 1
                 self.cond.notify_all()
             req.done.wait()
-            with self.cond:
-                self.busy += 1
             if req.error is not None:
                 from solvers.stepping import SolverError
 
@@ -94,63 +127,69 @@ class Coordinator:
 
         problem.advance = advance
 
-    def enter(self) -> None:
-        with self.cond:
-            self.live += 1
-            self.busy += 1
-
-    def leave(self) -> None:
+    def _leave(self) -> None:
         with self.cond:
             self.live -= 1
-            self.busy -= 1
             self.cond.notify_all()
 
     # ---------------------------------------------------------------- coordinator side
+    def _row(self, scheme) -> tuple:
+        from solvers.ensemble import CircleEnsemble
+
+        got = self._rows.get(id(scheme))
+        if got is None or got[0].schemes[got[1]] is not scheme:
+            ens = self._ensembles.setdefault(scheme.cells, CircleEnsemble())
+            got = self._rows[id(scheme)] = (ens, ens.add(scheme))
+        return got
+
     def serve(self) -> None:
         """Step the waiting members until every member has left."""
-        from solvers.ensemble import CircleEnsemble, Member
         from solvers.stepping import expired
 
+        active: dict[Any, dict[int, _Request]] = {}    # ensemble -> {row: request}
+        rounds = 0
         while True:
             with self.cond:
-                # step whoever waits; members busy with their records rejoin when they ask
-                # (no barrier: a member's writing overlaps the others' steps)
-                self.cond.wait_for(lambda: self.live == 0 or bool(self.pending))
-                if self.live == 0:
+                # step once every live member waits (a member busy with its records is back
+                # within a step's time; stepping without it would split the batch)
+                self.cond.wait_for(lambda: self.held + len(self.pending) >= self.live)
+                if self.live == 0 and not self.pending and not self.held:
                     return
-                batch = list(self.pending)
-            ready = []
-            for r in batch:           # a stop request (signal, wall budget) hands it back
-                if expired(r.deadline):
+                new, self.pending = self.pending, []
+            for r in new:
+                if expired(r.deadline):       # a stop request hands it back at once
                     r.result = (r.q, r.t)
-                    ready.append(r)
-            todo = [r for r in batch if r not in ready]
-            if todo:
-                groups: dict[int, list[_Request]] = {}
-                for r in todo:
-                    groups.setdefault(r.scheme.cells, []).append(r)
-                for group in groups.values():
-                    members = [Member(r.scheme, r.q, r.t, r.stats) for r in group]
-                    errors = CircleEnsemble([r.scheme for r in group]).advance(
-                        members, np.array([r.target for r in group]), until_any=True)
-                    for r, m, err in zip(group, members, errors, strict=True):
-                        r.q, r.t = m.q, m.t
-                        if err is not None:
-                            r.error = err
-                            ready.append(r)
-                        elif m.t >= r.target:
-                            r.result = (m.q, m.t)
-                            ready.append(r)
-            with self.cond:
-                for r in ready:
-                    self.pending.remove(r)
-            for r in ready:
-                r.done.set()
+                    r.done.set()
+                    continue
+                ens, row = self._row(r.scheme)
+                ens.load(row, r.q, r.t, r.stats, r.target)
+                active.setdefault(ens, {})[row] = r
+                self.held += 1
+            rounds += 1
+            for ens, reqs in active.items():
+                if not reqs:
+                    continue
+                rows = np.fromiter(sorted(reqs), np.int64, len(reqs))
+                todo = rows[ens.t[rows] < ens.target[rows]]
+                failed = ens.step(todo) if todo.size else {}
+                done = ens.t[rows] >= ens.target[rows]
+                if rounds % DEADLINE_EVERY == 0:
+                    done |= np.array([expired(reqs[r].deadline) for r in rows.tolist()])
+                for row in rows[done].tolist() + list(failed):
+                    r = reqs.pop(row, None)
+                    if r is None:
+                        continue
+                    r.result = ens.unload(row)
+                    r.error = failed.get(row)
+                    with self.cond:
+                        self.held -= 1
+                    r.done.set()
 
 
 def run_ensemble(spec: EnsembleSpec, run_member) -> dict[str, Any]:
     """Run an ensemble's members (threads, one batched stepper); never raises. Each member is
-    ``run_member(run_spec, stop_request, adapt=...)`` (the sweep's per-run function, which
+    ``run_member(run_spec, stop_request, adapt=..., stepped=...)`` (the sweep's per-run
+    function, which
     returns its result dict). Returns {"name", "members": [the members' results]}."""
     os.environ.setdefault("MEANFIELD_FFT_THREADS", "1")
     from meanfield.driver import StopRequest, stop_on_signals
@@ -160,16 +199,18 @@ def run_ensemble(spec: EnsembleSpec, run_member) -> dict[str, Any]:
     requests = [StopRequest() for _ in spec.members]
     results: list[dict | None] = [None] * len(spec.members)
 
+    handles = [coord.member() for _ in spec.members]
+
     def member(i: int) -> None:
+        h = handles[i]
         try:
-            results[i] = run_member(spec.members[i], requests[i], adapt=coord.adapt)
+            results[i] = run_member(spec.members[i], requests[i], adapt=h.adapt,
+                                    stepped=h.leave)
         finally:
-            coord.leave()
+            h.leave()
 
     shared = StopRequest()
     with stop_on_signals(shared):
-        for _ in spec.members:
-            coord.enter()
         threads = [threading.Thread(target=member, args=(i,), daemon=True)
                    for i in range(len(spec.members))]
         for th in threads:

@@ -161,7 +161,9 @@ class SweepStopped(Exception):
         self.signal_name, self.result = signal_name, result
 
 
-def _run_one(spec: RunSpec, request, adapt=None) -> dict[str, Any]:
+def _run_one(spec: RunSpec, request, adapt=None, stepped=None) -> dict[str, Any]:
+    """One run and its analysis (``adapt``, ``stepped``: an ensemble member's hooks, see
+    ``meanfield.ensemble``: called on the run adapter, and once the stepping is over)."""
     start = time.monotonic()
     out: dict[str, Any] = {"name": spec.name, "params": spec.params, "path": spec.path,
                            "pid": os.getpid()}
@@ -176,6 +178,8 @@ def _run_one(spec: RunSpec, request, adapt=None) -> dict[str, Any]:
         overwrite = spec.overwrite or file_status(spec.path) == "failed"  # retry failures
         summary = execute(cfg, spec.config_text, overwrite=overwrite, quiet=True,
                           stop=request, wait=RUN_LOCK_WAIT, adapt=adapt)
+        if stepped is not None:
+            stepped()
         out.update({"status": summary.status, "message": summary.message,
                     "resumed": summary.resumed})
         if summary.status in ("complete", "skipped"):

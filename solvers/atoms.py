@@ -43,15 +43,13 @@ import numpy as np
 
 from meanfield.theory.checks import check_positive
 from meanfield.theory.errors import InputError
-from solvers.clusters import density_clusters
+from solvers.atom_kernels import absorb, capture_scan
 from solvers.stepping import StepStats, advance
 
 TWO_PI = 2.0 * math.pi
 EVENT_KINDS = ("capture", "merge", "residual")
 #: the linear-phase step limit applies while the density holds this fraction of the mass
 LINEAR_FRACTION = 0.05
-#: a bump extends from its peak down to this fraction of the peak (or its next minimum)
-BUMP_FLOOR = 1e-3
 #: density clusters are examined for capture every this many steps
 CAPTURE_EVERY = 8
 
@@ -281,38 +279,21 @@ class AtomicCircle:
         changed = False
         # absorb: the atom's own cell flows into it (every CAPTURE_EVERY steps)
         if masses.size and periodic:
-            cells = np.minimum((positions / self.dx).astype(int), self.cells - 1)
-            for j, i in enumerate(cells):
-                dm = p[i] * self.dx
-                if dm > 0:
-                    positions[j] = _centre(np.array([positions[j], self.theta[i]]),
-                                           np.array([masses[j], dm]), positions[j])
-                    masses[j] = masses[j] + dm
-                    p[i] = 0.0
-                    changed = True
-        # capture: narrow density clusters (every CAPTURE_EVERY steps; none in a near-uniform
-        # density, which is never above the level)
-        capture = periodic and float(p.max()) > self.capture_level * float(p.mean())
+            masses = masses.copy()
+            changed = absorb(p, self.dx, positions, masses, masses.size)
+        # capture: narrow density clusters (every CAPTURE_EVERY steps)
         if periodic:
             self._since_capture = 0
-        for cl in (density_clusters(p, level=self.capture_level,
-                                    min_mass=self.capture_min_mass) if capture else ()):
-            idx = self._core_cells(p, cl.centre)
-            w = p[idx] * self.dx
-            mass = float(w.sum())
-            if mass < self.capture_min_mass:
-                continue
-            c = _centre(self.theta[idx], w, cl.centre)
-            d = np.mod(self.theta[idx] - c + math.pi, TWO_PI) - math.pi
-            sigma = math.sqrt(float(np.dot(w, d * d)) / mass)
-            if sigma > self.capture_width * self.dx:
-                continue
-            positions = np.append(positions, np.mod(c, TWO_PI))
-            masses = np.append(masses, mass)
-            p[idx] = 0.0
-            self.atoms.events.append(Event(t, "capture", float(np.mod(c, TWO_PI)), mass,
-                                           (mass,)))
-            changed = True
+            cap_pos, cap_mass = np.empty(self.cells), np.empty(self.cells)
+            n_cap = capture_scan(p, self.capture_level, self.capture_min_mass,
+                                 self.capture_width * self.dx, self.dx, cap_pos, cap_mass)
+            for c, mass in zip(cap_pos[:n_cap], cap_mass[:n_cap], strict=True):
+                self.atoms.events.append(Event(t, "capture", float(c), float(mass),
+                                               (float(mass),)))
+            if n_cap:
+                positions = np.append(positions, cap_pos[:n_cap])
+                masses = np.append(masses, cap_mass[:n_cap])
+                changed = True
         # merge: atoms within the window
         while masses.size > 1:
             order = np.argsort(positions)
@@ -422,23 +403,6 @@ class AtomicCircle:
                                                drift.model, drift.time_unit)
         except (ValueError, ArithmeticError):
             return float("nan")
-
-    def _core_cells(self, p: np.ndarray, centre: float) -> np.ndarray:
-        """Indices of the bump around ``centre``: from its peak, the cells on either side
-        while p decreases (up to the next minimum) and stays above BUMP_FLOOR x the peak.
-        The second moment over the whole bump, not only its part above the level, tells a
-        collapsed cluster from the tip of a wide bump that is still forming."""
-        m = self.cells
-        i0 = min(int(centre / self.dx), m - 1)
-        near = (i0 + np.arange(-3, 4)) % m
-        i0 = int(near[np.argmax(p[near])])
-        floor = BUMP_FLOOR * p[i0]
-        lo = hi = i0
-        while (i0 - lo) < m // 2 and floor < p[(lo - 1) % m] <= p[lo % m]:
-            lo -= 1
-        while (hi - i0) < m // 2 and floor < p[(hi + 1) % m] <= p[hi % m]:
-            hi += 1
-        return np.arange(lo, hi + 1) % m
 
     def run(self, p0, t_end: float, times=None, *, observer=None, modes: int | None = None,
             progress: bool = False):

@@ -275,11 +275,11 @@ class Circle(Domain):
             raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
 
     def ensemble_key(self, cfg: dict) -> tuple | None:
-        """fv2 with the convolution drift, adaptive SSP-RK3 and no atoms batch together
-        (``solvers.ensemble``); the key is the grid."""
+        """fv2 with the convolution drift and adaptive SSP-RK3, with or without atoms, batch
+        together (``solvers.ensemble``); the key is the grid."""
         d = cfg["discretization"]
         if (d["scheme"] != "fv2" or d["dt"] or d["integrator"] != "ssprk3"
-                or cfg["atoms"]["enabled"] or drift_name(cfg) != "convolution"):
+                or drift_name(cfg) != "convolution"):
             return None
         return ("circle-fv2", d["cells"])
 

@@ -84,20 +84,38 @@ class Convolution:
         density): their potential c_a(x) = sum_k m_k W(cos(x - theta_k)) and its derivative
         enter every velocity below. Empty arrays remove them (the velocities are then
         exactly those of the density alone)."""
-        m = np.asarray(masses, float)
+        m = np.array(masses, float)   # copies: the fields are computed later
         if m.size == 0:
             self._atoms = None
             return
-        x = np.asarray(positions, float)
-        self._atoms = (x, m)
-        # the atoms' potential and its derivative at the cell centres, spectrally (exact to
-        # round-off while lambda_k is negligible beyond M/2, as for the density itself):
-        # c_a(theta_n) = (1/2 pi) sum_k lambda_k S_k e^{ik theta_n}, S_k = sum_a m_a e^{-ik x_a}
-        z = powers(np.exp(-1j * x), self.cells // 2 + 1)      # e^{-ik x_a}, reused below
-        self._atom_powers = z
-        coef = (m @ z) * self._atom_mult
-        self._atom_c = self.grid.fft.inverse(coef)
-        self._atom_g = self.grid.fft.inverse(coef * self._ik)
+        self._atoms = (np.array(positions, float), m)
+        self._atom_cache = None   # fields computed when first needed (events set atoms often)
+
+    def _atom_fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(e^{-ik x_a}, c_a, d c_a/d theta) of the atoms set last, at the cell centres."""
+        if self._atom_cache is None:
+            x, m = self._atoms
+            # their potential and its derivative at the cell centres, spectrally (exact to
+            # round-off while lambda_k is negligible beyond M/2, as for the density):
+            # c_a(theta_n) = (1/2 pi) sum_k lambda_k S_k e^{ik theta_n},
+            # S_k = sum_a m_a e^{-ik x_a}
+            z = powers(np.exp(-1j * x), self.cells // 2 + 1)   # e^{-ik x_a}, reused below
+            coef = (m @ z) * self._atom_mult
+            self._atom_cache = (z, self.grid.fft.inverse(coef),
+                                self.grid.fft.inverse(coef * self._ik))
+        return self._atom_cache
+
+    @property
+    def _atom_powers(self) -> np.ndarray:
+        return self._atom_fields()[0]
+
+    @property
+    def _atom_c(self) -> np.ndarray:
+        return self._atom_fields()[1]
+
+    @property
+    def _atom_g(self) -> np.ndarray:
+        return self._atom_fields()[2]
 
     def _pair_potential(self, at: np.ndarray, x: np.ndarray, m: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
