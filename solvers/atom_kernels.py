@@ -157,8 +157,8 @@ def _kernels(beta, cd):
 
 
 @njit(cache=True, nogil=True)
-def atom_terms(spec, x, mass, n_atoms, amult, pgrad, pconv, usa, rate, beta, shift, inv_m,
-               cin, vx, speed):
+def atom_terms(spec, x, mass, n_atoms, amult, pgrad, pconv, modes, usa, rate, beta, shift,
+               inv_m, cin, vx, speed):
     """The atoms' part of the right-hand side of members r (rows of all arrays):
 
     * cin[r] += lambda~_k S_k, S_k = sum_a m_a e^{-ik x_a} (``amult`` = the drift's point
@@ -167,15 +167,19 @@ def atom_terms(spec, x, mass, n_atoms, amult, pgrad, pconv, usa, rate, beta, shi
       ``pconv``: the drift's point-evaluation multipliers of the field and the potential,
       including the half-cell shift) and the pair forces of the other atoms;
     * speed[r] = max_a |vx[r, a]| (0 without atoms).
+
+    Only the modes k < modes[r] enter: beyond them every multiplier is below 1e-17 of its
+    largest (``significant_modes``), so what is left out is below round-off.
     """
-    rows, kk = spec.shape
-    tg = np.empty(kk, np.complex128)
-    tc = np.empty(kk, np.complex128)
+    rows, width = spec.shape
+    tg = np.empty(width, np.complex128)
+    tc = np.empty(width, np.complex128)
     for r in range(rows):
         n = n_atoms[r]
         speed[r] = 0.0
         if n == 0:
             continue
+        kk = modes[r]
         for k in range(kk):
             tg[k] = pgrad[r, k] * spec[r, k]
             tc[k] = pconv[r, k] * spec[r, k]
@@ -187,8 +191,9 @@ def atom_terms(spec, x, mass, n_atoms, amult, pgrad, pconv, usa, rate, beta, shi
             ma = mass[r, a]
             for k in range(kk):
                 cin[r, k] += amult[r, k] * (ma * z)
-                g += (z.conjugate() * tg[k]).real
-                c += (z.conjugate() * tc[k]).real
+                g += z.real * tg[k].real + z.imag * tg[k].imag       # Re(conj(z) tg)
+                if not usa[r]:
+                    c += z.real * tc[k].real + z.imag * tc[k].imag
                 z = z * step
             g *= inv_m
             c *= inv_m
@@ -205,6 +210,16 @@ def atom_terms(spec, x, mass, n_atoms, amult, pgrad, pconv, usa, rate, beta, shi
             vx[r, a] = v
             if abs(v) > speed[r]:
                 speed[r] = abs(v)
+
+
+def significant_modes(*multipliers: np.ndarray, tol: float = 1e-17) -> int:
+    """1 + the largest k at which some multiplier exceeds tol times its own largest value."""
+    last = 0
+    for mult in multipliers:
+        a = np.abs(mult)
+        big = np.flatnonzero(a > tol * a.max()) if a.max() > 0 else np.zeros(1, int)
+        last = max(last, int(big[-1]))
+    return last + 1
 
 
 @njit(cache=True, nogil=True)

@@ -23,78 +23,21 @@ leave the step; a member whose density turns negative fails alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from solvers.atom_kernels import atom_rate, atom_terms, min_gap
+from solvers.atom_kernels import atom_terms, significant_modes
+from solvers.ensemble_kernels import (
+    choose_dt,
+    faces_flux,
+    finish,
+    load_stage,
+    periodic_events,
+    stage_three,
+)
 from solvers.stepping import SolverError, StepStats
-
-
-@njit(cache=True, fastmath=False, nogil=True, inline="always")
-def _slope(left, right, limiter):
-    """minmod(th*left, (left+right)/2, th*right), ``FiniteVolume.rhs``'s operations."""
-    b1 = min(abs(left), abs(right)) * limiter
-    b2 = abs(left + right) * 0.5
-    s = math.copysign(min(b1, b2), left)
-    return s if left * right > 0.0 else s * 0.0
-
-
-@njit(cache=True, fastmath=False, nogil=True)
-def fv2_flux_batch(q, v, background, limiter, inv_dx, out, speed):
-    """-(F_{j+1/2} - F_{j-1/2})/dx of ``FiniteVolume.rhs`` for every row of q (B, M), face
-    velocities v (B, M), per-row backgrounds; ``speed`` receives each row's max |v|."""
-    n_rows, m = q.shape
-    slope = np.empty(m)
-    flux = np.empty(m)
-    for r in range(n_rows):
-        for j in range(m):
-            jm = j - 1 if j > 0 else m - 1
-            jp = j + 1 if j < m - 1 else 0
-            slope[j] = _slope(q[r, j] - q[r, jm], q[r, jp] - q[r, j], limiter)
-        vmax = 0.0
-        vmin = 0.0
-        for j in range(m):
-            jp = j + 1 if j < m - 1 else 0
-            vf = v[r, j]
-            vp = max(vf, 0.0)
-            vm = min(vf, 0.0)
-            if vp > vmax:
-                vmax = vp
-            if vm < vmin:
-                vmin = vm
-            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
-            flux[j] = (q[r, j] + slope[j] * 0.5) * vp + vm * (q[r, jp] - slope[jp] * 0.5) \
-                + vf * background[r]
-        speed[r] = max(vmax, -vmin)
-        for j in range(m):
-            jm = j - 1 if j > 0 else m - 1
-            out[r, j] = (flux[j] - flux[jm]) * -inv_dx
-
-
-@njit(cache=True, fastmath=False, nogil=True)
-def convolution_faces(raw, inv_n, usa, scale, beta, shift, dx, v):
-    """Face velocities of ``Convolution.face_velocity`` from unnormalised inverse FFTs raw
-    (rows): c = raw / n; USA v = (c_{j+1} - c_j) scale; SA v = (c_{j+1} - c_j) /
-    (dx (beta (0.5 (c_{j+1} + c_j) + shift))) (1 instead of beta (...) at beta = 0); the
-    single drift's operations in its order."""
-    n_rows, m = raw.shape
-    for r in range(n_rows):
-        for j in range(m):
-            jp = j + 1 if j < m - 1 else 0
-            c0 = raw[r, j] * inv_n
-            c1 = raw[r, jp] * inv_n
-            dc = c1 - c0
-            if usa[r]:
-                v[r, j] = dc * scale[r]
-            else:
-                cf = 0.5 * (c1 + c0) + shift[r]
-                part = beta[r] * cf if beta[r] > 0 else 1.0
-                v[r, j] = dc / (dx * part)
-
 
 #: pyfftw plans by (n, rows), shared by every ensemble of the process
 _PLANS: dict[tuple[int, int], tuple] = {}
@@ -184,9 +127,10 @@ class CircleEnsemble:
             new = {"q": np.zeros((cap, m)), "comp": np.zeros((cap, m)),
                    "x": np.zeros((cap, 1)), "xcomp": np.zeros((cap, 1)),
                    "mass": np.zeros((cap, 1))}
-            for k in ("t", "target", "last_dt", "courant", "dmass", "bg"):
+            new["config_x"] = np.zeros((cap, 1))
+            for k in ("t", "target", "last_dt", "courant", "dmass", "bg", "config_t"):
                 new[k] = np.zeros(cap)
-            for k in ("steps", "na", "since"):
+            for k in ("steps", "na", "since", "config_n"):
                 new[k] = np.zeros(cap, np.int64)
             if old is not None:
                 for k, v in old.items():
@@ -201,7 +145,7 @@ class CircleEnsemble:
     def _slots(self, a: int) -> None:
         """Room for ``a`` atoms per row."""
         if a > self.x.shape[1]:
-            for k in ("x", "xcomp", "mass"):
+            for k in ("x", "xcomp", "mass", "config_x"):
                 old = self._arrays[k]
                 new = np.zeros((old.shape[0], max(a, 2 * old.shape[1])))
                 new[:, : old.shape[1]] = old
@@ -231,7 +175,16 @@ class CircleEnsemble:
                 "amult": np.stack([x._atom_mult for x in d]),
                 "pgrad": np.stack([x._half_shift * x._point_weights * x._grad for x in d]),
                 "pconv": np.stack([x._half_shift * x._point_weights * x._conv for x in d]),
+                "modes": np.array([significant_modes(x._atom_mult, x._grad, x._conv)
+                                   for x in d], np.int64),
                 "window": np.array([getattr(s, "merge_window", 0.0) for s in self.schemes]),
+                "level": np.array([getattr(s, "capture_level", 2.0) for s in self.schemes]),
+                "min_mass": np.array([getattr(s, "capture_min_mass", 0.0)
+                                      for s in self.schemes]),
+                "width": np.array([getattr(s, "capture_width", 0.0) * self.dx
+                                   for s in self.schemes]),
+                "residual": np.array([getattr(s, "residual_mass", 0.0)
+                                      for s in self.schemes]),
             }
             self._const = c
             self._bases = bases
@@ -252,14 +205,11 @@ class CircleEnsemble:
         na = state.size - m
         if type(s) is AtomicCircle:
             self._slots(na)
+            self.x[row] = 0.0
             self.x[row, :na] = state[m:]
             self.xcomp[row] = 0.0
             self.xcomp[row, :na] = comp[m:] if ok else 0.0
-            self.mass[row] = 0.0
-            self.mass[row, :na] = s.atoms.masses
-            self.dmass[row] = s.density_mass
-            self.since[row] = s.since_capture
-            self.bg[row] = s.scheme.background
+            self._from_scheme(row)
         else:
             self.bg[row] = s.background
         self.na[row] = na
@@ -282,8 +232,39 @@ class CircleEnsemble:
         stats.compensation = np.concatenate([self.comp[row], self.xcomp[row, :na]]) if na \
             else self.comp[row].copy()
         if type(s) is AtomicCircle:
-            s._since_capture = int(self.since[row])
+            self._to_scheme(row)
         return state, float(self.t[row])
+
+    def _from_scheme(self, row: int) -> None:
+        """Take an atomic member's atoms, density mass, background and configuration."""
+        s = self.schemes[row]
+        na = s.atoms.masses.size
+        cfg_t, cfg_x = s._config
+        self._slots(max(na, cfg_x.size))
+        self.mass[row] = 0.0
+        self.mass[row, :na] = s.atoms.masses
+        self.na[row] = na
+        self.dmass[row] = s.density_mass
+        self.bg[row] = s.scheme.background
+        self.since[row] = s.since_capture
+        self.config_t[row] = cfg_t
+        self.config_x[row, : cfg_x.size] = cfg_x
+        self.config_n[row] = cfg_x.size
+
+    def _to_scheme(self, row: int) -> None:
+        """Give an atomic member back its atoms' bookkeeping (the batch kept it while the
+        member was loaded)."""
+        s = self.schemes[row]
+        na = int(self.na[row])
+        s.atoms.masses = self.mass[row, :na].copy()
+        s.density_mass = float(self.dmass[row])
+        s.scheme.set_background(float(self.bg[row]))
+        s._config = (float(self.config_t[row]),
+                     self.config_x[row, : int(self.config_n[row])].copy())
+        s._since_capture = int(self.since[row])
+        x = self.x[row, :na].copy()
+        s._last_positions = x
+        s.scheme.drift.set_atoms(x, s.atoms.masses)
 
     # ------------------------------------------------------------------ right-hand side
     def _gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -294,98 +275,68 @@ class CircleEnsemble:
             self._g = {k: v[rows] for k, v in c.items()}
         return self._g
 
-    def rhs(self, rows: np.ndarray, q: np.ndarray, x: np.ndarray | None, g: dict,
-            atoms: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-        """fv2 right-hand sides of rows at densities q (R, M) and atom positions x (R, A):
-        (dq, dx/dt of the atoms, max face speed, max atom speed)."""
+    def _stage(self, plan: tuple, g: dict, xs: np.ndarray, atoms: bool, k: np.ndarray,
+               kx: np.ndarray, speed: np.ndarray, aspeed: np.ndarray) -> None:
+        """One right-hand side at the stage state in the plan's input rows (densities) and
+        xs (atoms): k (dq/dt), kx (the atoms' velocities), the max face and atom speeds."""
+        rin, cout, cin, rout, fwd, bwd = plan
         n = self.cells
-        rin, cout, cin, rout, fwd, bwd = _plan(n, len(rows))
-        rin[:] = q
         fwd.execute()
         np.multiply(cout, g["mult"], out=cin)
-        vx = np.zeros_like(x) if atoms else None
-        aspeed = np.zeros(len(rows))
-        bg = self.bg[rows]
-        shift = g["conv0"] * bg
         if atoms:
-            atom_terms(cout, x, self.mass[rows], self.na[rows], g["amult"], g["pgrad"],
-                       g["pconv"], g["usa"], g["rate"], g["beta"], shift, 1.0 / n, cin, vx,
-                       aspeed)
+            kx[:] = 0.0
+            atom_terms(cout, xs, g["mass_"], g["na_"], g["amult"], g["pgrad"], g["pconv"],
+                       g["modes"], g["usa"], g["rate"], g["beta"], g["shift_"], 1.0 / n, cin,
+                       kx, aspeed)
         bwd.execute()
-        v = np.empty((len(rows), n))
-        convolution_faces(rout, 1.0 / n, g["usa"], g["scale"], g["beta"], shift, self.dx, v)
-        out = np.empty_like(q)
-        speed = np.empty(len(rows))
-        fv2_flux_batch(q, v, bg, self.limiter, 1.0 / self.dx, out, speed)
-        if atoms:
-            out[(self.na[rows] > 0) & (self.dmass[rows] <= 0)] = 0.0   # atoms alone
-        return out, vx, speed, aspeed
+        faces_flux(rout, 1.0 / n, rin, g["usa"], g["scale"], g["beta"], g["shift_"], self.dx,
+                   g["bg_"], self.limiter, 1.0 / self.dx, g["still_"], k, speed)
 
-    # ------------------------------------------------------------------ stepping
     def step(self, rows: np.ndarray) -> dict[int, str]:
         """One step of every row in ``rows`` (all with t < target); returns {row: message}
-        for rows that failed."""
+        for rows that failed (``solvers.ensemble_kernels`` has the sequence)."""
         from solvers.atoms import LINEAR_FRACTION
 
+        rows = np.ascontiguousarray(rows, np.int64)
+        n_rows, m = rows.size, self.cells
         g = self._gather(rows)
         na = self.na[rows]
         atoms = bool(na.any())
-        qa = self.q[rows]
-        xa = self.x[rows] if atoms else None
-        k1, kx1, speed, aspeed = self.rhs(rows, qa, xa, g, atoms)
-        with np.errstate(divide="ignore"):
-            bound = np.where(speed > 0, g["pf"] * self.dx / speed, np.inf)
-        acc = g["acc"]
-        if atoms:
-            has = na > 0
-            dens = self.dmass[rows]
-            bound = np.where(has & (dens <= 0), np.inf, bound)
-            with np.errstate(divide="ignore"):
-                bound = np.where(has & (aspeed > 0),
-                                 np.minimum(bound, self.dx / np.where(aspeed > 0, aspeed, 1)),
-                                 bound)
-            total = dens + self.mass[rows].sum(axis=1)
-            late = has & (dens < LINEAR_FRACTION * total)
-            if late.any():
-                ar = np.empty(len(rows))
-                atom_rate(xa, self.mass[rows], na, g["usa"], g["rate"], g["beta"], ar)
-                rate = ar + g["rate"] * (g["beta"] + 1.0) * dens
-                with np.errstate(divide="ignore"):
-                    acc = np.where(late, np.where(rate > 0, g["accuracy"] / np.where(
-                        rate > 0, rate, 1.0), np.inf), acc)
-        dt = np.minimum(g["cfl"] * bound, acc)
-        t, target = self.t[rows], self.target[rows]
-        remaining = target - t
-        land = dt >= remaining * (1 - 1e-12)
-        dt = np.where(land, remaining, np.where(dt > 0.5 * remaining, 0.5 * remaining, dt))
-        tn = np.where(land, target, t + dt)
-        ok = (bound > 0) & np.isfinite(bound)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cour = np.where(ok, dt / np.where(ok, bound, 1.0), 0.0)
-        d = dt[:, None]
-        k2, kx2, _, _ = self.rhs(rows, qa + d * k1, xa + d * kx1 if atoms else None, g,
-                                 atoms)
-        k12 = k1 + k2
-        k3, kx3, _, _ = self.rhs(rows, qa + (0.25 * d) * k12,
-                                 xa + (0.25 * d) * (kx1 + kx2) if atoms else None, g, atoms)
-        k12 += 4.0 * k3
-        out = self._compensated(qa, (dt / 6.0)[:, None] * k12, self.comp, rows)
-        self.q[rows] = out
-        if atoms:
-            kx = kx1 + kx2
-            kx += 4.0 * kx3
-            self.x[rows] = self._compensated(xa, (dt / 6.0)[:, None] * kx, self.xcomp, rows)
+        width = self.x.shape[1] if atoms else 0
+        g["na_"], g["bg_"], g["mass_"] = na, self.bg[rows], self.mass[rows, :width]
+        dmass = self.dmass[rows]
+        g["shift_"] = g["conv0"] * g["bg_"]
+        g["still_"] = (na > 0) & (dmass <= 0)
+        plan = _plan(m, n_rows)
+        rin = plan[0]
+        xs = np.empty((n_rows, width))
+        k1, k2, k3 = (np.empty((n_rows, m)) for _ in range(3))
+        kx1, kx2, kx3 = (np.zeros((n_rows, width)) for _ in range(3))
+        speed, aspeed = np.empty(n_rows), np.zeros(n_rows)
+        x = self.x if atoms else self.x[:, :0]
+        load_stage(rows, self.q, x, rin, xs)
+        x_before = xs.copy()
+        self._stage(plan, g, xs, atoms, k1, kx1, speed, aspeed)
+        dt, tn, cour = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
+        choose_dt(rows, speed, aspeed, g["pf"], self.dx, g["cfl"], g["acc"], g["accuracy"],
+                  g["rate"], g["beta"], g["usa"], dmass, na, g["mass_"], xs,
+                  LINEAR_FRACTION, self.t, self.target, self.q, k1, kx1, dt, tn, cour, rin,
+                  xs)
+        self._stage(plan, g, xs, atoms, k2, kx2, np.empty(n_rows), np.zeros(n_rows))
+        stage_three(rows, self.q, x, dt, k1, k2, kx1, kx2, rin, xs)
+        self._stage(plan, g, xs, atoms, k3, kx3, np.empty(n_rows), np.zeros(n_rows))
+        low = np.empty(n_rows, np.bool_)
+        finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
+               g["floor"], low)
+        t_before = self.t[rows]
         self.t[rows] = tn
         self.steps[rows] += 1
         self.last_dt[rows] = dt
         self.courant[rows] = np.maximum(self.courant[rows], cour)
-        for s, sp in zip(self._bases_of(rows), speed.tolist(), strict=True):
-            s.max_speed = sp
         errors: dict[int, str] = {}
-        low = self.bg[rows] + out.min(axis=1) < g["floor"]
-        for i in np.flatnonzero(low):
+        for i in np.flatnonzero(low).tolist():
             r = int(rows[i])
-            row = out[i]
+            row = self.q[r]
             what = "non-finite values" if not np.all(np.isfinite(row)) else \
                 f"negative values (min {self.bg[r] + row.min():.3e})"
             errors[r] = (f"density has {what} at t = {self.t[r]:.6g}, step {self.steps[r]} "
@@ -393,50 +344,34 @@ class CircleEnsemble:
                          "scheme's positivity bound): use an adaptive step or a smaller "
                          "dt / CFL number")
         if g["atomic"].any():
-            self._events(rows, g, xa, t, errors)
+            self._events(rows, g, x_before, t_before, errors)
         return errors
-
-    def _bases_of(self, rows: np.ndarray) -> list:
-        self._constants()
-        return [self._bases[r] for r in rows.tolist()]
-
-    @staticmethod
-    def _compensated(p: np.ndarray, incr: np.ndarray, comp: np.ndarray,
-                     rows: np.ndarray) -> np.ndarray:
-        """p + incr with the rows' Kahan compensation (``stepping._compensated_add``)."""
-        y = incr - comp[rows]
-        out = p + y
-        comp[rows] = (out - p) - y
-        return out
 
     def _events(self, rows: np.ndarray, g: dict, x_before: np.ndarray, t_before: np.ndarray,
                 errors: dict) -> None:
-        """Atomic members: count the step; call the member's own ``events`` where it can act
-        (the capture period is due, or two atoms are within the merge window: the trigger
-        is loose by 1e-9 so that ``events`` itself decides), and take its result back."""
+        """Atomic members after a step: ``periodic_events`` counts the step and applies the
+        common case (absorb only) in place; where a capture, a merge or the residual is due
+        the member's own ``events`` runs on its state and the batch takes its result."""
         from solvers.atoms import CAPTURE_EVERY
 
-        atomic = g["atomic"]
-        self.since[rows[atomic]] += 1
-        due = atomic & (self.since[rows] >= CAPTURE_EVERY)
-        pairs = atomic & (self.na[rows] >= 2)
-        if pairs.any():
-            gap = np.empty(len(rows))
-            min_gap(self.x[rows], self.na[rows], gap)
-            due |= pairs & (gap < g["window"] * (1 + 1e-9))
+        python = np.zeros(rows.size, np.bool_)
+        periodic_events(rows, g["atomic"], self.since, CAPTURE_EVERY, g["window"], self.q,
+                        self.comp, self.x, self.xcomp, self.mass, self.na, self.dmass,
+                        self.bg, self.t, self.config_t, self.config_x, self.config_n,
+                        g["level"], g["min_mass"], g["width"], g["residual"], self.dx, python)
         m = self.cells
-        for i in np.flatnonzero(due).tolist():
+        for i in np.flatnonzero(python).tolist():
             r = int(rows[i])
             if r in errors:
                 continue
             s = self.schemes[r]
             na = int(self.na[r])
+            self._to_scheme(r)
             state = np.concatenate([self.q[r], self.x[r, :na]])
             before = np.concatenate([self.q[r], x_before[i, :na]]) if na else None
-            s._since_capture = int(self.since[r]) - 1     # events counts this step
             new = s.events(state, float(self.t[r]), before, float(t_before[i]))
-            self.since[r] = s.since_capture
             if new is state:
+                self.since[r] = s.since_capture
                 continue
             na = new.size - m
             self._slots(na)
@@ -445,11 +380,7 @@ class CircleEnsemble:
             self.x[r] = 0.0
             self.x[r, :na] = new[m:]
             self.xcomp[r] = 0.0
-            self.mass[r] = 0.0
-            self.mass[r, :na] = s.atoms.masses
-            self.na[r] = na
-            self.dmass[r] = s.density_mass
-            self.bg[r] = s.scheme.background
+            self._from_scheme(r)
 
     def advance(self, members: list[Member], targets: np.ndarray, *,
                 until_any: bool = False) -> list[str | None]:
@@ -478,4 +409,4 @@ class CircleEnsemble:
         return errors
 
 
-__all__ = ["CircleEnsemble", "Member", "SolverError", "batchable", "fv2_flux_batch"]
+__all__ = ["CircleEnsemble", "Member", "SolverError", "batchable"]

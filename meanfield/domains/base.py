@@ -109,9 +109,12 @@ class Domain:
         raise NotImplementedError
 
     def cluster_series(self, run, params: dict, system: int = 0) -> np.ndarray:
-        """Cluster counts of every stored snapshot of ``run``."""
-        return np.asarray([self.cluster_count(run.snapshot(i), run.coords, params)
-                           for i in range(run.n_snapshots)], dtype=int)
+        """Cluster counts of every stored snapshot of ``run`` (read in blocks)."""
+        out = []
+        for lo in range(0, run.n_snapshots, SNAPSHOT_BLOCK):
+            block = run.density[lo: min(lo + SNAPSHOT_BLOCK, run.n_snapshots)]
+            out.extend(self.cluster_count(p, run.coords, params) for p in block)
+        return np.asarray(out, dtype=int)
 
     def figures(self, run, analysis: dict, out: Path, stem: str, title: str) -> list[str]:
         return []
@@ -200,6 +203,8 @@ def predicted_kmax(cfg: dict) -> int:
     return int(most_unstable_mode(cfg["model"]["beta"], cfg["model"]["dim"]))
 
 
+#: snapshots read from a file at once by the analyses (one HDF5 read per block)
+SNAPSHOT_BLOCK = 256
 #: how far from 1 the mass of a density read from a file may be
 MASS_TOLERANCE = 1e-6
 

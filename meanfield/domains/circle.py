@@ -16,6 +16,7 @@ import numpy as np
 from meanfield import attention_config, initial
 from meanfield.domains.base import (
     CONVENTIONS,
+    SNAPSHOT_BLOCK,
     Domain,
     GridProblem,
     array_from_file,
@@ -311,15 +312,16 @@ class Circle(Domain):
         if pos is None:
             return super().cluster_series(run, params, system)
         out = []
-        for i in range(run.n_snapshots):
-            p = np.array(run.snapshot(i), dtype=float)
-            x, m = pos[i], mass[i]
-            ok = m > 0
-            if ok.any():
-                dx = TWO_PI / p.size
-                cells = np.minimum((np.mod(x[ok], TWO_PI) / dx).astype(int), p.size - 1)
-                np.add.at(p, cells, m[ok] / dx)
-            out.append(self.cluster_count(p, run.coords, params))
+        for lo in range(0, run.n_snapshots, SNAPSHOT_BLOCK):   # block reads: one per block
+            hi = min(lo + SNAPSHOT_BLOCK, run.n_snapshots)
+            ps, xs, ms = run.density[lo:hi], pos[lo:hi], mass[lo:hi]
+            for p, x, m in zip(np.asarray(ps, float), xs, ms, strict=True):
+                ok = m > 0
+                if ok.any():
+                    dx = TWO_PI / p.size
+                    cells = np.minimum((np.mod(x[ok], TWO_PI) / dx).astype(int), p.size - 1)
+                    np.add.at(p, cells, m[ok] / dx)
+                out.append(self.cluster_count(p, run.coords, params))
         return np.asarray(out, dtype=int)
 
     def effective_tokens(self, cfg: dict) -> float | None:

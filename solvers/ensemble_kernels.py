@@ -1,0 +1,264 @@
+"""Compiled pieces of one ensemble step (``solvers.ensemble``): everything between the
+batched FFTs, for the rows ``rows`` of the ensemble's (members x cells) and
+(members x atom slots) arrays, in the single run's operations and order (so that a member
+without atoms is bitwise its single run; ``solvers.stepping.advance``, ``FiniteVolume.rhs``,
+``Convolution.face_velocity``, ``AtomicCircle``).
+
+One step: ``load_stage`` (stage 1 input) -> FFT, multipliers, ``atom_terms``, inverse FFT ->
+``faces_flux`` (k1) -> ``choose_dt`` (and the stage 2 input) -> ... ``faces_flux`` (k2) ->
+``stage_three`` (the stage 3 input) -> ... ``faces_flux`` (k3) -> ``finish`` (the
+compensated update, the positivity check) -> ``periodic_events``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from solvers.atom_kernels import absorb, atom_rate, capture_scan
+
+TWO_PI = 2.0 * math.pi
+
+
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _slope(left, right, limiter):
+    """minmod(th*left, (left+right)/2, th*right), ``FiniteVolume.rhs``'s operations."""
+    b1 = min(abs(left), abs(right)) * limiter
+    b2 = abs(left + right) * 0.5
+    s = math.copysign(min(b1, b2), left)
+    return s if left * right > 0.0 else s * 0.0
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, inv_dx,
+               still, out, speed):
+    """For every row i: the face velocities of ``Convolution.face_velocity`` from the
+    unnormalised inverse FFT raw[i] of the potential (c = raw / n; USA v = (c_{j+1} - c_j)
+    scale; SA v = (c_{j+1} - c_j) / (dx beta (c_f + shift)), 1 instead of beta (...) at
+    beta = 0), then -(F_{j+1/2} - F_{j-1/2})/dx of ``FiniteVolume.rhs`` at the state q[i]
+    (out[i]; 0 where ``still[i]``: atoms alone) and the max face speed (speed[i])."""
+    n_rows, m = q.shape
+    v = np.empty(m + 1)
+    c = np.empty(m + 1)
+    d = np.empty(m + 1)
+    slope = np.empty(m + 1)
+    flux = np.empty(m + 1)
+    for r in range(n_rows):
+        # periodic copies at m (faces, differences, slopes): the loops below have no branches
+        for j in range(m):
+            c[j] = raw[r, j] * inv_n
+        c[m] = c[0]
+        if usa[r]:
+            sc = scale[r]
+            for j in range(m):
+                v[j] = (c[j + 1] - c[j]) * sc
+        else:
+            b, sh = beta[r], shift[r]
+            for j in range(m):
+                cf = 0.5 * (c[j + 1] + c[j]) + sh
+                part = b * cf if b > 0 else 1.0
+                v[j] = (c[j + 1] - c[j]) / (dx * part)
+        d[0] = q[r, 0] - q[r, m - 1]             # d[j] = q_j - q_{j-1}
+        for j in range(1, m):
+            d[j] = q[r, j] - q[r, j - 1]
+        d[m] = d[0]
+        for j in range(m):
+            slope[j] = _slope(d[j], d[j + 1], limiter)
+        slope[m] = slope[0]
+        vmax = 0.0
+        vmin = 0.0
+        bg = background[r]
+        for j in range(m):
+            vf = v[j]
+            vp = max(vf, 0.0)
+            vm = min(vf, 0.0)
+            vmax = max(vmax, vp)
+            vmin = min(vmin, vm)
+            qn = q[r, j + 1] if j < m - 1 else q[r, 0]
+            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
+            flux[j + 1] = (q[r, j] + slope[j] * 0.5) * vp + vm * (qn - slope[j + 1] * 0.5) \
+                + vf * bg
+        speed[r] = max(vmax, -vmin)
+        if still[r]:
+            out[r, :] = 0.0
+            continue
+        flux[0] = flux[m]
+        for j in range(m):
+            out[r, j] = (flux[j + 1] - flux[j]) * -inv_dx
+
+
+@njit(cache=True, nogil=True)
+def load_stage(rows, q, x, rin, xs):
+    """Stage 1 input: the rows' densities and atom positions."""
+    for i in range(rows.size):
+        r = rows[i]
+        rin[i, :] = q[r, :]
+        xs[i, :] = x[r, :]
+
+
+@njit(cache=True, nogil=True)
+def choose_dt(rows, speed, aspeed, pf, dx, cfl, acc, accuracy, rate, beta, usa, dmass, na,
+              mass, x, linear_fraction, t, target, q, k1, kx1, dt, tn, courant, rin, xs):
+    """The step of each row (``solvers.stepping.advance`` with ``AtomicCircle``'s bounds):
+    dt = min(cfl * bound, accuracy_dt), shortened to land on the target or halved to avoid
+    a sliver; then the stage 2 input q + dt k1 (and x + dt kx1)."""
+    n_rows, m = rin.shape
+    ar = np.zeros(n_rows)
+    atom_rate(x, mass, na, usa, rate, beta, ar)
+    for i in range(n_rows):
+        r = rows[i]
+        bound = pf[i] * dx / speed[i] if speed[i] > 0 else np.inf
+        a = acc[i]
+        if na[i] > 0:
+            if dmass[i] <= 0:
+                bound = np.inf
+            if aspeed[i] > 0:
+                bound = min(bound, dx / aspeed[i])
+            total = dmass[i]
+            for s in range(na[i]):
+                total += mass[i, s]
+            if dmass[i] < linear_fraction * total:
+                rr = ar[i] + rate[i] * (beta[i] + 1.0) * dmass[i]
+                a = accuracy[i] / rr if rr > 0 else np.inf
+        d = min(cfl[i] * bound, a)
+        remaining = target[r] - t[r]
+        if d >= remaining * (1 - 1e-12):
+            d = remaining
+            tn[i] = target[r]
+        else:
+            if d > 0.5 * remaining:
+                d = 0.5 * remaining
+            tn[i] = t[r] + d
+        dt[i] = d
+        courant[i] = d / bound if bound > 0 and math.isfinite(bound) else 0.0
+        for j in range(m):
+            rin[i, j] = q[r, j] + d * k1[i, j]
+        for s in range(xs.shape[1]):
+            xs[i, s] = x[i, s] + d * kx1[i, s]
+
+
+@njit(cache=True, nogil=True)
+def stage_three(rows, q, x, dt, k12, k2, kx12, kx2, rin, xs):
+    """k12 = k1 + k2 (in place of k1) and the stage 3 input q + (dt/4) k12."""
+    n_rows, m = rin.shape
+    for i in range(n_rows):
+        r = rows[i]
+        d = 0.25 * dt[i]
+        for j in range(m):
+            k = k12[i, j] + k2[i, j]
+            k12[i, j] = k
+            rin[i, j] = q[r, j] + d * k
+        for s in range(xs.shape[1]):
+            k = kx12[i, s] + kx2[i, s]
+            kx12[i, s] = k
+            xs[i, s] = x[r, s] + d * k
+
+
+@njit(cache=True, nogil=True)
+def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, low):
+    """q+ = q + (dt/6)(k12 + 4 k3) with Kahan compensation carried in comp (and the same for
+    the atoms); low[i]: the density went below floor (negative or non-finite)."""
+    n_rows, m = k12.shape
+    for i in range(n_rows):
+        r = rows[i]
+        h = dt[i] / 6.0
+        mn = np.inf
+        bad = False
+        for j in range(m):
+            incr = h * (k12[i, j] + 4.0 * k3[i, j])
+            y = incr - comp[r, j]
+            old = q[r, j]
+            out = old + y
+            comp[r, j] = (out - old) - y
+            q[r, j] = out
+            if out < mn:
+                mn = out
+            if not math.isfinite(out):
+                bad = True
+        for s in range(kx12.shape[1]):
+            incr = h * (kx12[i, s] + 4.0 * kx3[i, s])
+            y = incr - xcomp[r, s]
+            old = x[r, s]
+            out = old + y
+            xcomp[r, s] = (out - old) - y
+            x[r, s] = out
+        low[i] = bad or bg[r] + mn < floor[i]
+
+
+@njit(cache=True, nogil=True)
+def periodic_events(rows, atomic, since, every, window, q, comp, x, xcomp, mass, na, dmass,
+                    bg, t, config_t, config_x, config_n, level, min_mass, width, residual,
+                    dx, python):
+    """``AtomicCircle.events`` after a step, for the common cases, on the batch's arrays:
+    counts the step; every ``every`` steps absorbs each atom's cell and, if that is all
+    that happens (no capture, no merge, no residual), applies it (masses, positions,
+    the density's mass and mean, the configuration; the compensation restarts). Sets
+    python[i] where the member's own ``events`` must run (a capture, atoms within the merge
+    window, the residual): the step counter is then left for it."""
+    m = q.shape[1]
+    p = np.empty(m)
+    pc = np.empty(m)
+    cap = np.empty(m)
+    for i in range(rows.size):
+        python[i] = False
+        r = rows[i]
+        if not atomic[i]:
+            continue
+        n = na[r]
+        near = False
+        for a in range(n):
+            for b in range(a + 1, n):
+                if abs((x[r, a] - x[r, b] + math.pi) % TWO_PI - math.pi) < window[i] \
+                        * (1 + 1e-9):
+                    near = True
+        if near:
+            python[i] = True
+            continue
+        if since[r] + 1 < every:
+            since[r] += 1
+            continue
+        for j in range(m):
+            p[j] = bg[r] + q[r, j]
+        pos = np.empty(n)
+        ms = np.empty(n)
+        for a in range(n):
+            pos[a] = x[r, a] % TWO_PI
+            ms[a] = mass[r, a]
+        changed = absorb(p, dx, pos, ms, n) if n > 0 else False
+        pc[:] = p
+        if capture_scan(pc, level[i], min_mass[i], width[i], dx, cap, cap) > 0:
+            python[i] = True
+            continue
+        for a in range(n):
+            for b in range(a + 1, n):
+                if abs((pos[a] - pos[b] + math.pi) % TWO_PI - math.pi) < window[i] \
+                        * (1 + 1e-9):
+                    near = True
+        dens = 0.0
+        total = 0.0
+        for j in range(m):
+            dens += p[j]
+        dens *= dx
+        for a in range(n):
+            total += ms[a]
+        if near or (n > 0 and 0 < dens <= residual[i] * (dens + total)):
+            python[i] = True
+            continue
+        since[r] = 0
+        if not changed:
+            continue
+        mean = np.mean(p)
+        dmass[r] = np.sum(p) * dx
+        bg[r] = mean
+        for j in range(m):
+            q[r, j] = p[j] - mean
+            comp[r, j] = 0.0
+        for a in range(n):
+            x[r, a] = pos[a] % TWO_PI
+            xcomp[r, a] = 0.0
+            mass[r, a] = ms[a]
+            config_x[r, a] = pos[a] % TWO_PI
+        config_t[r] = t[r]
+        config_n[r] = n
