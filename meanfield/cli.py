@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from meanfield._version import __version__
+from meanfield.ensemble import DEFAULT_BATCH
 from meanfield.theory.errors import InputError
 
 EXIT_USAGE = 2
@@ -268,11 +269,12 @@ def _add_sweep(sub) -> None:
     g.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, tcp://host:port")
     g.add_argument("--dask-local", type=_positive_int("--dask-local"), metavar="N",
                    help="start a Dask LocalCluster with N workers")
-    p.add_argument("--ensemble", type=int, nargs="?", default=0, const=64, metavar="N",
-                   help="advance compatible runs (circle fv2, convolution drift, no atoms) "
-                   "N at a time in one batched stepper per task (no N: "
-                   "meanfield.ensemble.DEFAULT_BATCH = 64, the most at M = 512; default 0: "
-                   "one run per task)")
+    p.add_argument("--ensemble", type=int, nargs="?", default=DEFAULT_BATCH,
+                   const=DEFAULT_BATCH, metavar="N",
+                   help="advance compatible runs (circle fv2 with the convolution drift, with "
+                   "or without atoms) N at a time in one batched stepper per task (default "
+                   f"meanfield.ensemble.DEFAULT_BATCH = {DEFAULT_BATCH}); 0: one run per task "
+                   "with the schemes' own steppers")
     p.add_argument("--overwrite", action="store_true", help="run everything again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)

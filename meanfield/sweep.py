@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from meanfield import config as config_mod
+from meanfield.ensemble import DEFAULT_BATCH
 from meanfield.io import locks
 from meanfield.io.atomic import write_text_atomic
 from meanfield.ranges import parse_range
@@ -493,13 +494,14 @@ def observed_table(params: list[Param], runs: dict[str, dict]) -> list[str]:
 def run_sweep(config_path: str | None, param_texts: Sequence[str], out_dir: str, *,
               jobs: int | None = None, scheduler: str | None = None,
               dask_local: int | None = None, overwrite: bool = False, quiet: bool = False,
-              sets: Iterable[str] = (), ensemble: int = 0
+              sets: Iterable[str] = (), ensemble: int = DEFAULT_BATCH
               ) -> tuple[dict[str, dict], list[Param]]:
     """Validate, then run every combination; returns (runs, params).
 
-    ``ensemble`` > 0 groups runs that ``Domain.ensemble_key`` declares compatible into
-    ensembles of at most that many members (``meanfield.ensemble``: one task, one batched
-    stepper, one file per run as before); the others run one per task."""
+    ``ensemble`` > 0 (default ``meanfield.ensemble.DEFAULT_BATCH``) groups runs that
+    ``Domain.ensemble_key`` declares compatible into ensembles of at most that many members
+    (``meanfield.ensemble``: one task, one batched stepper, one file per run as before); the
+    others run one per task. 0: every run is its own task with its scheme's own stepper."""
     base, base_text = config_mod.resolve(config_path, list(sets))
     params = [parse_param(t) for t in param_texts]
     if not params:
