@@ -39,6 +39,11 @@ from solvers.ensemble_kernels import (
 )
 from solvers.stepping import SolverError, StepStats
 
+#: rows x cells stepped at once: a block's stage arrays (about ten of them) fit in a 2 MB
+#: cache (benchmarks/bench_ensemble.py: at M = 512, 64 rows in one block are no faster than
+#: 32, and at M = 4096 large blocks are slower than one row)
+BLOCK_CELLS = 16384
+
 #: pyfftw plans by (n, rows), shared by every ensemble of the process
 _PLANS: dict[tuple[int, int], tuple] = {}
 
@@ -268,12 +273,19 @@ class CircleEnsemble:
 
     # ------------------------------------------------------------------ right-hand side
     def _gather(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows' constants, kept for the last few sets of rows (blocks alternate, and a
+        set changes only when a member arrives or leaves)."""
+        c = self._constants()
+        cache = getattr(self, "_gathered", None)
+        if cache is None or cache[0] is not c:
+            cache = self._gathered = (c, {})
         key = rows.tobytes()
-        if getattr(self, "_gkey", None) != key:
-            c = self._constants()
-            self._gkey = key
-            self._g = {k: v[rows] for k, v in c.items()}
-        return self._g
+        g = cache[1].get(key)
+        if g is None:
+            if len(cache[1]) >= 32:
+                cache[1].clear()
+            g = cache[1][key] = {k: v[rows] for k, v in c.items()}
+        return dict(g)
 
     def _stage(self, plan: tuple, g: dict, xs: np.ndarray, atoms: bool, k: np.ndarray,
                kx: np.ndarray, speed: np.ndarray, aspeed: np.ndarray) -> None:
@@ -294,10 +306,21 @@ class CircleEnsemble:
 
     def step(self, rows: np.ndarray) -> dict[int, str]:
         """One step of every row in ``rows`` (all with t < target); returns {row: message}
-        for rows that failed (``solvers.ensemble_kernels`` has the sequence)."""
+        for rows that failed. Rows are stepped in blocks of about ``BLOCK_CELLS`` cells,
+        so that a block's stage arrays stay in cache (rows are independent)."""
+        rows = np.ascontiguousarray(rows, np.int64)
+        size = max(1, BLOCK_CELLS // self.cells)
+        if rows.size <= size:
+            return self._step(rows)
+        errors: dict[int, str] = {}
+        for lo in range(0, rows.size, size):
+            errors |= self._step(rows[lo: lo + size])
+        return errors
+
+    def _step(self, rows: np.ndarray) -> dict[int, str]:
+        """One step of a block of rows (``solvers.ensemble_kernels`` has the sequence)."""
         from solvers.atoms import LINEAR_FRACTION
 
-        rows = np.ascontiguousarray(rows, np.int64)
         n_rows, m = rows.size, self.cells
         g = self._gather(rows)
         na = self.na[rows]

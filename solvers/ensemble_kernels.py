@@ -40,13 +40,14 @@ def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, 
     beta = 0), then -(F_{j+1/2} - F_{j-1/2})/dx of ``FiniteVolume.rhs`` at the state q[i]
     (out[i]; 0 where ``still[i]``: atoms alone) and the max face speed (speed[i])."""
     n_rows, m = q.shape
-    v = np.empty(m + 1)
+    v = np.empty(m)
     c = np.empty(m + 1)
     d = np.empty(m + 1)
+    qq = np.empty(m + 1)
     slope = np.empty(m + 1)
     flux = np.empty(m + 1)
+    # simple loops with periodic copies at index m (no branches: they vectorise)
     for r in range(n_rows):
-        # periodic copies at m (faces, differences, slopes): the loops below have no branches
         for j in range(m):
             c[j] = raw[r, j] * inv_n
         c[m] = c[0]
@@ -54,36 +55,35 @@ def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, 
             sc = scale[r]
             for j in range(m):
                 v[j] = (c[j + 1] - c[j]) * sc
-        else:
+        elif beta[r] > 0:
             b, sh = beta[r], shift[r]
             for j in range(m):
-                cf = 0.5 * (c[j + 1] + c[j]) + sh
-                part = b * cf if b > 0 else 1.0
-                v[j] = (c[j + 1] - c[j]) / (dx * part)
-        d[0] = q[r, 0] - q[r, m - 1]             # d[j] = q_j - q_{j-1}
-        for j in range(1, m):
-            d[j] = q[r, j] - q[r, j - 1]
-        d[m] = d[0]
+                v[j] = (c[j + 1] - c[j]) / (dx * (b * (0.5 * (c[j + 1] + c[j]) + sh)))
+        else:
+            for j in range(m):
+                v[j] = (c[j + 1] - c[j]) / (dx * 1.0)
+        for j in range(m):
+            qq[j] = q[r, j]
+        qq[m] = qq[0]
+        d[0] = qq[0] - qq[m - 1]                  # d[j] = q_j - q_{j-1}
+        for j in range(1, m + 1):
+            d[j] = qq[j] - qq[j - 1]
         for j in range(m):
             slope[j] = _slope(d[j], d[j + 1], limiter)
         slope[m] = slope[0]
-        vmax = 0.0
-        vmin = 0.0
-        bg = background[r]
+        top = 0.0                                 # max(max v+, -min v-) = max |v|
         for j in range(m):
-            vf = v[j]
-            vp = max(vf, 0.0)
-            vm = min(vf, 0.0)
-            vmax = max(vmax, vp)
-            vmin = min(vmin, vm)
-            qn = q[r, j + 1] if j < m - 1 else q[r, 0]
-            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
-            flux[j + 1] = (q[r, j] + slope[j] * 0.5) * vp + vm * (qn - slope[j + 1] * 0.5) \
-                + vf * bg
-        speed[r] = max(vmax, -vmin)
+            top = max(top, abs(v[j]))
+        speed[r] = top
         if still[r]:
             out[r, :] = 0.0
             continue
+        bg = background[r]
+        for j in range(m):
+            vf = v[j]
+            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
+            flux[j + 1] = (qq[j] + slope[j] * 0.5) * max(vf, 0.0) \
+                + min(vf, 0.0) * (qq[j + 1] - slope[j + 1] * 0.5) + vf * bg
         flux[0] = flux[m]
         for j in range(m):
             out[r, j] = (flux[j + 1] - flux[j]) * -inv_dx
