@@ -1,5 +1,6 @@
 """``make run``: the headline sweep (beta = 1..12 x 3 seeds on the circle, in parallel, from
-uniform to one cluster), then a cross-check of its plateaus against particles.
+uniform to one cluster; the runs are advanced in ensembles, one per core, see
+``meanfield.ensemble``), then a cross-check of its plateaus against particles.
 
 Writes data/sweep/ (one HDF5 file per run, sweep.json, summary.csv, summary.h5, sweep.png,
 crosscheck.json) and prints beta, predicted k_max, the observed cluster counts, the times to
