@@ -82,19 +82,22 @@ DEADLINE_EVERY = 16
 class Coordinator:
     """Collects step requests from member threads and advances them in one batch.
 
-    Each member's scheme gets a row of a ``solvers.ensemble.CircleEnsemble`` (one per grid)
-    the first time it asks; its state stays in that row between requests. Every round the
-    coordinator loads the new requests, takes one step of all rows that have a target, and
-    hands back the rows that reached it (or failed), so a member writing its records never
-    holds the others up and a finished member costs nothing."""
+    Each member's scheme gets a row of the batched stepper that takes it
+    (``solvers.ensemble.ensemble_key``: one ensemble per key) the first time it asks; its
+    state stays in that row between requests. Every round, once every live member waits,
+    the coordinator loads the new requests, takes one step of all rows below their target,
+    and hands back the rows that reached it (or failed, or whose stop request fired). A
+    member's records are written while the others wait (one process has one core's worth of
+    Python anyway), so every step is taken by the whole batch; a member leaves the count as
+    soon as its run stops stepping, before its analysis."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.pending: list[_Request] = []
         self.live = 0          # members that may still ask for steps
         self.held = 0          # requests the coordinator is stepping
-        self._rows: dict[int, tuple] = {}        # id(scheme) -> (ensemble, row)
-        self._ensembles: dict[int, Any] = {}     # cells -> CircleEnsemble
+        self._rows: dict[int, tuple] = {}        # id(scheme) -> (ensemble, row, scheme)
+        self._ensembles: dict[tuple, Any] = {}   # solvers.ensemble.ensemble_key -> ensemble
 
     # ---------------------------------------------------------------- member side
     def member(self) -> _Handle:
@@ -106,10 +109,10 @@ class Coordinator:
     def _adapt(self, problem, handle: _Handle) -> None:
         """Route a batchable grid problem's advance through the coordinator (a member that
         is not batchable leaves: it steps on its own and never asks)."""
-        from solvers.ensemble import batchable
+        from solvers.ensemble import ensemble_key
 
         scheme = getattr(problem, "scheme", None)
-        if scheme is None or not batchable(scheme):
+        if scheme is None or ensemble_key(scheme) is None:
             handle.leave()
             return
 
@@ -137,13 +140,16 @@ class Coordinator:
 
     # ---------------------------------------------------------------- coordinator side
     def _row(self, scheme) -> tuple:
-        from solvers.ensemble import CircleEnsemble
+        from solvers.ensemble import ensemble_key
 
         got = self._rows.get(id(scheme))
-        if got is None or got[0].schemes[got[1]] is not scheme:
-            ens = self._ensembles.setdefault(scheme.cells, CircleEnsemble())
-            got = self._rows[id(scheme)] = (ens, ens.add(scheme))
-        return got
+        if got is None or got[2] is not scheme:
+            key = ensemble_key(scheme)
+            ens = self._ensembles.get(key)
+            if ens is None:
+                ens = self._ensembles[key] = key[0]()
+            got = self._rows[id(scheme)] = (ens, ens.add(scheme), scheme)
+        return got[:2]
 
     def serve(self) -> None:
         """Step the waiting members until every member has left."""

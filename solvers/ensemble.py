@@ -24,7 +24,7 @@ leave the step; a member whose density turns negative fails alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,6 +100,14 @@ class CircleEnsemble:
     its state and target; ``step(rows)`` takes one step of those rows; ``unload(row)`` returns
     (state, t) and writes the statistics back. ``advance`` does all of it for a list of
     ``Member`` (see the module docstring)."""
+
+    @classmethod
+    def key(cls, scheme) -> tuple | None:
+        """Members with equal keys share an ensemble: (M, limiter) of a batchable scheme."""
+        if not batchable(scheme):
+            return None
+        base = getattr(scheme, "scheme", scheme)
+        return (base.cells, base.limiter_theta)
 
     def __init__(self, schemes: list | tuple = ()) -> None:
         self.schemes: list = []
@@ -432,4 +440,46 @@ class CircleEnsemble:
         return errors
 
 
-__all__ = ["CircleEnsemble", "Member", "SolverError", "batchable"]
+class Ensemble(Protocol):
+    """The contract of a batched stepper; ``meanfield.ensemble`` drives any class in
+    ``ENSEMBLES`` through it alone (``CircleEnsemble`` is the model):
+
+    1. ``key(scheme)`` (classmethod): a hashable key if ``scheme`` can be a member, else None;
+       members with equal keys share one ensemble.
+    2. ``add(scheme) -> row``: the member's row, given once.
+    3. ``load(row, state, t, stats, target)``: its state, clock, ``StepStats`` and target.
+    4. ``step(rows) -> {row: message}``: one step of each row (t < target): the step the
+       member's scheme would take alone, landing exactly on the target; a row that fails
+       reports the scheme's ``SolverError`` message.
+    5. ``t``, ``target``: float arrays indexed by row.
+    6. ``unload(row) -> (state, t)``: the member's state and clock, with its statistics (and
+       any scheme-side state the ensemble kept) written back.
+    """
+
+    t: np.ndarray
+    target: np.ndarray
+
+    @classmethod
+    def key(cls, scheme) -> tuple | None: ...
+    def add(self, scheme) -> int: ...
+    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats,
+             target: float) -> None: ...
+    def step(self, rows: np.ndarray) -> dict[int, str]: ...
+    def unload(self, row: int) -> tuple[np.ndarray, float]: ...
+
+
+#: the batched steppers, tried in order (one line per new kind of member)
+ENSEMBLES: tuple[type, ...] = (CircleEnsemble,)
+
+
+def ensemble_key(scheme) -> tuple | None:
+    """(class, key) of the first ensemble in ``ENSEMBLES`` that takes ``scheme``, or None."""
+    for cls in ENSEMBLES:
+        k = cls.key(scheme)
+        if k is not None:
+            return (cls, k)
+    return None
+
+
+__all__ = ["ENSEMBLES", "CircleEnsemble", "Ensemble", "Member", "SolverError", "batchable",
+           "ensemble_key"]
