@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -21,6 +22,12 @@ def _version(module: str) -> str | None:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a run depends on (recorded in every output file)."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    """Once per process (metadata lookups cost ~30 ms, every run file records them)."""
     out = {}
     for name in ("numpy", "scipy", "pyfftw", "shtns", "h5py", "matplotlib"):
         v = _version(name)

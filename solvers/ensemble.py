@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from solvers.atom_kernels import atom_terms, significant_modes
+from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION
 from solvers.ensemble_kernels import (
     choose_dt,
     faces_flux,
@@ -67,6 +68,24 @@ def _plan(n: int, rows: int) -> tuple:
                           flags=("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT"), threads=1)
         plan = _PLANS[(n, rows)] = (rin, cout, cin, rout, fwd, bwd)
     return plan
+
+
+#: work arrays by (rows, cells, atom slots), shared by every ensemble of the process
+_WORK: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
+
+
+def _work(rows: int, cells: int, slots: int) -> dict[str, np.ndarray]:
+    """A block's stage arrays, allocated once per shape (a step writes every entry it
+    reads)."""
+    w = _WORK.get((rows, cells, slots))
+    if w is None:
+        w = {k: np.empty((rows, cells)) for k in ("k1", "k2", "k3")}
+        w |= {k: np.zeros((rows, slots)) for k in ("xs", "kx1", "kx2", "kx3")}
+        w |= {k: np.zeros(rows) for k in ("speed", "aspeed", "dt", "tn", "cour", "spare",
+                                            "aspare")}
+        w["low"] = np.zeros(rows, np.bool_)
+        _WORK[(rows, cells, slots)] = w
+    return w
 
 
 def batchable(scheme) -> bool:
@@ -327,8 +346,6 @@ class CircleEnsemble:
 
     def _step(self, rows: np.ndarray) -> dict[int, str]:
         """One step of a block of rows (``solvers.ensemble_kernels`` has the sequence)."""
-        from solvers.atoms import LINEAR_FRACTION
-
         n_rows, m = rows.size, self.cells
         g = self._gather(rows)
         na = self.na[rows]
@@ -340,32 +357,28 @@ class CircleEnsemble:
         g["still_"] = (na > 0) & (dmass <= 0)
         plan = _plan(m, n_rows)
         rin = plan[0]
-        xs = np.empty((n_rows, width))
-        k1, k2, k3 = (np.empty((n_rows, m)) for _ in range(3))
-        kx1, kx2, kx3 = (np.zeros((n_rows, width)) for _ in range(3))
-        speed, aspeed = np.empty(n_rows), np.zeros(n_rows)
+        w = _work(n_rows, m, width)
+        xs, k1, k2, k3, kx1, kx2, kx3 = (w[k] for k in ("xs", "k1", "k2", "k3", "kx1", "kx2",
+                                                         "kx3"))
+        speed, aspeed, dt, tn, cour = (w[k] for k in ("speed", "aspeed", "dt", "tn", "cour"))
         x = self.x if atoms else self.x[:, :0]
         load_stage(rows, self.q, x, rin, xs)
         x_before = xs.copy()
+        aspeed[:] = 0.0
         self._stage(plan, g, xs, atoms, k1, kx1, speed, aspeed)
-        dt, tn, cour = np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
         choose_dt(rows, speed, aspeed, g["pf"], self.dx, g["cfl"], g["acc"], g["accuracy"],
                   g["rate"], g["beta"], g["usa"], dmass, na, g["mass_"], xs,
                   LINEAR_FRACTION, self.t, self.target, self.q, k1, kx1, dt, tn, cour, rin,
                   xs)
-        self._stage(plan, g, xs, atoms, k2, kx2, np.empty(n_rows), np.zeros(n_rows))
+        self._stage(plan, g, xs, atoms, k2, kx2, w["spare"], w["aspare"])
         stage_three(rows, self.q, x, dt, k1, k2, kx1, kx2, rin, xs)
-        self._stage(plan, g, xs, atoms, k3, kx3, np.empty(n_rows), np.zeros(n_rows))
-        low = np.empty(n_rows, np.bool_)
-        finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
-               g["floor"], low)
+        self._stage(plan, g, xs, atoms, k3, kx3, w["spare"], w["aspare"])
         t_before = self.t[rows]
-        self.t[rows] = tn
-        self.steps[rows] += 1
-        self.last_dt[rows] = dt
-        self.courant[rows] = np.maximum(self.courant[rows], cour)
+        low = w["low"]
+        finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
+               g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant, low)
         errors: dict[int, str] = {}
-        for i in np.flatnonzero(low).tolist():
+        for i in np.flatnonzero(low).tolist() if low.any() else ():
             r = int(rows[i])
             row = self.q[r]
             what = "non-finite values" if not np.all(np.isfinite(row)) else \
@@ -383,8 +396,6 @@ class CircleEnsemble:
         """Atomic members after a step: ``periodic_events`` counts the step and applies the
         common case (absorb only) in place; where a capture, a merge or the residual is due
         the member's own ``events`` runs on its state and the batch takes its result."""
-        from solvers.atoms import CAPTURE_EVERY
-
         python = np.zeros(rows.size, np.bool_)
         periodic_events(rows, g["atomic"], self.since, CAPTURE_EVERY, g["window"], self.q,
                         self.comp, self.x, self.xcomp, self.mass, self.na, self.dmass,

@@ -157,9 +157,11 @@ def stage_three(rows, q, x, dt, k12, k2, kx12, kx2, rin, xs):
 
 
 @njit(cache=True, nogil=True)
-def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, low):
+def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour, t, steps,
+           last_dt, courant, low):
     """q+ = q + (dt/6)(k12 + 4 k3) with Kahan compensation carried in comp (and the same for
-    the atoms); low[i]: the density went below floor (negative or non-finite)."""
+    the atoms); the clock, step count, last dt and largest Courant number; low[i]: the
+    density went below floor (negative or non-finite)."""
     n_rows, m = k12.shape
     for i in range(n_rows):
         r = rows[i]
@@ -185,6 +187,10 @@ def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, low):
             xcomp[r, s] = (out - old) - y
             x[r, s] = out
         low[i] = bad or bg[r] + mn < floor[i]
+        t[r] = tn[i]
+        steps[r] += 1
+        last_dt[r] = dt[i]
+        courant[r] = max(courant[r], cour[i])
 
 
 @njit(cache=True, nogil=True)

@@ -40,14 +40,17 @@ def two_cluster_rate(gap, beta: float, masses: Sequence[float] = (0.5, 0.5),
     check_model(model)
     check_time_unit(time_unit, model)
     ma, mb = _masses(masses)
-    d = np.asarray(gap, dtype=float)
+    out = _rate(np.asarray(gap, dtype=float), b, ma, mb, model, time_unit)
+    return float(out) if out.ndim == 0 else out
+
+
+def _rate(d, b: float, ma: float, mb: float, model: str, time_unit: str):
+    """The formula of ``two_cluster_rate`` on checked arguments (quadrature calls it often)."""
     e = np.exp(b * (np.cos(d) - 1.0))
     if model == "usa":
         scale = 1.0 if time_unit == "scaled" else math.exp(b)
-        out = -(ma + mb) * scale * e * np.sin(d)
-    else:
-        out = -np.sin(d) * e * (mb / (ma + mb * e) + ma / (mb + ma * e))
-    return float(out) if out.ndim == 0 else out
+        return -(ma + mb) * scale * e * np.sin(d)
+    return -np.sin(d) * e * (mb / (ma + mb * e) + ma / (mb + ma * e))
 
 
 def two_cluster_merge_time(gap0: float, gap1: float, beta: float,
@@ -60,8 +63,13 @@ def two_cluster_merge_time(gap0: float, gap1: float, beta: float,
     if not g1 < g0 < math.pi:
         raise InputError("gap1", "must satisfy 0 < gap1 < gap0 < pi", (gap0, gap1))
 
+    b = float(check_beta(beta))
+    check_model(model)
+    check_time_unit(time_unit, model)
+    ma, mb = _masses(masses)
+
     def inv(s: float) -> float:
-        return -1.0 / two_cluster_rate(s, beta, masses, model, time_unit)
+        return -1.0 / float(_rate(s, b, ma, mb, model, time_unit))
 
     t, _ = quad(inv, g1, g0, epsabs=0.0, epsrel=1e-13, limit=400)
     return float(t)
