@@ -43,7 +43,6 @@ import numpy as np
 
 from meanfield.theory.checks import check_positive
 from meanfield.theory.errors import InputError
-from solvers.atom_kernels import absorb, capture_scan
 from solvers.stepping import StepStats, advance
 
 TWO_PI = 2.0 * math.pi
@@ -274,6 +273,8 @@ class AtomicCircle:
         periodic = self._since_capture >= CAPTURE_EVERY
         if not periodic and not self._merge_due(x):
             return state  # nothing to do on this step (the common case)
+        from solvers.atom_kernels import absorb, capture_scan  # numba: only when stepping
+
         p = self.scheme.join(q)
         positions = np.mod(x, TWO_PI)
         changed = False
