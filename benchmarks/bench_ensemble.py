@@ -27,7 +27,7 @@ import numpy as np
 from meanfield import initial
 from solvers.atoms import AtomicCircle
 from solvers.circle import FiniteVolume
-from solvers.ensemble import CircleEnsemble, Member, _plan
+from solvers.ensemble import BLOCK_CELLS, CircleEnsemble, Member, _plan
 from solvers.stepping import StepStats
 
 #: e-folds each member runs, by (kind, M)
@@ -69,14 +69,15 @@ def solver_table() -> None:
                 ens.advance(mem, ends)
                 wall = time.perf_counter() - start
                 steps = sum(x.stats.steps for x in mem)
-                batched = np.mean([x.stats.steps for x in mem])   # rows per step ~ b
-                rin, _, _, _, fwd, bwd = _plan(m, b)
-                rin[:] = np.stack([x.q[:m] for x in mem])
+                rows = min(b, max(1, BLOCK_CELLS // m))     # the stepper's block of rows
+                rin, _, _, _, fwd, bwd = _plan(m, rows)
+                rin[:] = np.stack([x.q[:m] for x in mem[:rows]])
                 t0 = time.perf_counter()
                 for _ in range(20):
                     fwd.execute()
                     bwd.execute()
-                fft = (time.perf_counter() - t0) / 20 * 3 * batched      # 3 stages a step
+                # the batched FFTs of one member-step (3 stages), times the member-steps
+                fft = (time.perf_counter() - t0) / 20 / rows * 3 * steps
                 print(f"{kind:>10} {m:5d} {b:5d} {steps / wall:15.0f} {single:8.0f} "
                       f"{steps / wall / single:6.1f} {max(0.0, 1 - fft / wall):11.2f}")
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 #: members per ensemble (benchmarks/bench_ensemble.py on this 2-core machine, M = 512, members
-#: with atoms: 4-5x, 13-15x, 16-18x, 15-17x the single run's member-steps/s at 1, 8, 32, 64
-#: members; without atoms 1.5-1.8x, 5-7x, 9-11x, 9-11x). Gains stop growing past ~32 rows at
+#: with atoms: 4x, 14x, 19-23x, 21x the single run's member-steps/s at 1, 8, 32, 64 members;
+#: without atoms 2.3-2.6x, 11-12x, 16-19x, 15-16x). Gains stop growing past ~32 rows at
 #: M = 512 (the stepper works in cache-sized blocks, ``solvers.ensemble.BLOCK_CELLS``), while
 #: a larger ensemble still amortises the per-step Python work over more members; the sweep
 #: splits the runs so that every worker gets an ensemble.
