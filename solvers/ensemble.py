@@ -131,6 +131,7 @@ class CircleEnsemble:
     def __init__(self, schemes: list | tuple = ()) -> None:
         self.schemes: list = []
         self._const: dict[str, Any] = {}
+        self._stats: dict[int, StepStats] = {}
         self.cells = 0
         for s in schemes:
             self.add(s)
@@ -248,7 +249,6 @@ class CircleEnsemble:
         self.t[row], self.target[row] = t, target
         self.steps[row], self.last_dt[row] = stats.steps, stats.last_dt
         self.courant[row] = stats.max_courant
-        self._stats = getattr(self, "_stats", {})
         self._stats[row] = stats
 
     def unload(self, row: int) -> tuple[np.ndarray, float]:
