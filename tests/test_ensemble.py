@@ -57,12 +57,15 @@ def test_a_failing_member_fails_alone():
 
 
 def test_cli_default_batch_is_the_documented_one():
+    """Sweeps use ensembles unless told otherwise: no flag or a bare --ensemble gives
+    DEFAULT_BATCH, --ensemble 0 one run per task."""
     from meanfield.cli import build_parser
     from meanfield.ensemble import DEFAULT_BATCH
 
-    args = build_parser().parse_args(["sweep", "--param", "model.beta=1", "-o", "x",
-                                      "--ensemble"])
-    assert args.ensemble == DEFAULT_BATCH
+    base = ["sweep", "--param", "model.beta=1", "-o", "x"]
+    assert build_parser().parse_args(base).ensemble == DEFAULT_BATCH
+    assert build_parser().parse_args([*base, "--ensemble"]).ensemble == DEFAULT_BATCH
+    assert build_parser().parse_args([*base, "--ensemble", "0"]).ensemble == 0
 
 
 ATOMS_BASE = """
