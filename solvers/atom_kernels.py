@@ -253,14 +253,11 @@ def atom_rate(x, mass, n_atoms, usa, rate, beta, out):
 
 
 @njit(cache=True, nogil=True)
-def min_gap(x, n_atoms, out):
-    """Smallest circular distance between two atoms of each member (inf with fewer than
-    two): the merge trigger."""
-    for r in range(x.shape[0]):
-        n = n_atoms[r]
-        g = np.inf
-        for a in range(n):
-            for b in range(a + 1, n):
-                d = abs(_wrap(x[r, a] - x[r, b]))
-                g = min(g, d)
-        out[r] = g
+def min_gap(x, n):
+    """Smallest circular distance between two of the atoms x[:n] (inf with fewer than two):
+    the merge trigger."""
+    g = np.inf
+    for a in range(n):
+        for b in range(a + 1, n):
+            g = min(g, abs(_wrap(x[a] - x[b])))
+    return g

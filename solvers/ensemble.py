@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from solvers.atom_kernels import atom_terms, significant_modes
-from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION
+from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION, AtomicCircle
 from solvers.ensemble_kernels import (
     choose_dt,
     faces_flux,
@@ -88,14 +88,18 @@ def _work(rows: int, cells: int, slots: int) -> dict[str, np.ndarray]:
     return w
 
 
+def _base(scheme):
+    """The flux scheme of a member (inside ``AtomicCircle`` or alone)."""
+    return scheme.scheme if type(scheme) is AtomicCircle else scheme
+
+
 def batchable(scheme) -> bool:
     """Whether ``scheme`` can be a member: fv2 (alone or inside ``AtomicCircle``) with
     adaptive SSP-RK3 steps and the exponential-kernel convolution drift on pyfftw."""
-    from solvers.atoms import AtomicCircle
     from solvers.circle import FiniteVolume
     from solvers.drifts.convolution import Convolution
 
-    base = scheme.scheme if type(scheme) is AtomicCircle else scheme
+    base = _base(scheme)
     return (type(base) is FiniteVolume and base.integrator == "ssprk3"
             and base.fixed_dt is None and type(base.drift) is Convolution
             and base.drift.user_kernel is None and base.grid.fft.backend == "pyfftw"
@@ -125,7 +129,7 @@ class CircleEnsemble:
         """Members with equal keys share an ensemble: (M, limiter) of a batchable scheme."""
         if not batchable(scheme):
             return None
-        base = getattr(scheme, "scheme", scheme)
+        base = _base(scheme)
         return (base.cells, base.limiter_theta)
 
     def __init__(self, schemes: list | tuple = ()) -> None:
@@ -139,12 +143,10 @@ class CircleEnsemble:
     # ------------------------------------------------------------------ rows
     def add(self, scheme) -> int:
         """Give ``scheme`` a row (all rows share the grid and the limiter)."""
-        from solvers.atoms import AtomicCircle
-
         if not batchable(scheme):
             raise ValueError("ensemble members must be adaptive SSP-RK3 fv2 schemes with the "
                              "convolution drift (pyfftw)")
-        base = scheme.scheme if type(scheme) is AtomicCircle else scheme
+        base = _base(scheme)
         if not self.schemes:
             self.cells, self.dx, self.limiter = base.cells, base.dx, base.limiter_theta
             self.theta = base.theta
@@ -188,9 +190,7 @@ class CircleEnsemble:
     def _constants(self) -> dict[str, Any]:
         """Per-row constants of the schemes (rebuilt when a row is added)."""
         if not self._const:
-            from solvers.atoms import AtomicCircle
-
-            bases = [s.scheme if type(s) is AtomicCircle else s for s in self.schemes]
+            bases = [_base(s) for s in self.schemes]
             d = [b.drift for b in bases]
             c: dict[str, Any] = {
                 "atomic": np.array([type(s) is AtomicCircle for s in self.schemes]),
@@ -226,8 +226,6 @@ class CircleEnsemble:
     def load(self, row: int, state: np.ndarray, t: float, stats: StepStats,
              target: float) -> None:
         """Set a member's state, clock, statistics and target (its atoms from its scheme)."""
-        from solvers.atoms import AtomicCircle
-
         m = self.cells
         s = self.schemes[row]
         state = np.asarray(state, float)
@@ -253,8 +251,6 @@ class CircleEnsemble:
 
     def unload(self, row: int) -> tuple[np.ndarray, float]:
         """The member's (state, t); its statistics and event counter written back."""
-        from solvers.atoms import AtomicCircle
-
         s, stats = self.schemes[row], self._stats[row]
         na = int(self.na[row])
         q = self.q[row].copy()

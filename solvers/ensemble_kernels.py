@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from solvers.atom_kernels import absorb, atom_rate, capture_scan
+from solvers.atom_kernels import absorb, atom_rate, capture_scan, min_gap
 
 TWO_PI = 2.0 * math.pi
 
@@ -156,6 +156,15 @@ def stage_three(rows, q, x, dt, k12, k2, kx12, kx2, rin, xs):
             xs[i, s] = x[r, s] + d * k
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _kahan(old, incr, comp):
+    """(old + incr, the new compensation) with the compensation comp carried from the last
+    step (``stepping._compensated_add``'s operations)."""
+    y = incr - comp
+    out = old + y
+    return out, (out - old) - y
+
+
 @njit(cache=True, nogil=True)
 def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour, t, steps,
            last_dt, courant, low):
@@ -169,23 +178,15 @@ def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour,
         mn = np.inf
         bad = False
         for j in range(m):
-            incr = h * (k12[i, j] + 4.0 * k3[i, j])
-            y = incr - comp[r, j]
-            old = q[r, j]
-            out = old + y
-            comp[r, j] = (out - old) - y
+            out, comp[r, j] = _kahan(q[r, j], h * (k12[i, j] + 4.0 * k3[i, j]), comp[r, j])
             q[r, j] = out
             if out < mn:
                 mn = out
             if not math.isfinite(out):
                 bad = True
         for s in range(kx12.shape[1]):
-            incr = h * (kx12[i, s] + 4.0 * kx3[i, s])
-            y = incr - xcomp[r, s]
-            old = x[r, s]
-            out = old + y
-            xcomp[r, s] = (out - old) - y
-            x[r, s] = out
+            x[r, s], xcomp[r, s] = _kahan(x[r, s], h * (kx12[i, s] + 4.0 * kx3[i, s]),
+                                          xcomp[r, s])
         low[i] = bad or bg[r] + mn < floor[i]
         t[r] = tn[i]
         steps[r] += 1
@@ -213,13 +214,8 @@ def periodic_events(rows, atomic, since, every, window, q, comp, x, xcomp, mass,
         if not atomic[i]:
             continue
         n = na[r]
-        near = False
-        for a in range(n):
-            for b in range(a + 1, n):
-                if abs((x[r, a] - x[r, b] + math.pi) % TWO_PI - math.pi) < window[i] \
-                        * (1 + 1e-9):
-                    near = True
-        if near:
+        trigger = window[i] * (1 + 1e-9)      # loose: the member's events decide
+        if min_gap(x[r], n) < trigger:
             python[i] = True
             continue
         if since[r] + 1 < every:
@@ -237,11 +233,7 @@ def periodic_events(rows, atomic, since, every, window, q, comp, x, xcomp, mass,
         if capture_scan(pc, level[i], min_mass[i], width[i], dx, cap, cap) > 0:
             python[i] = True
             continue
-        for a in range(n):
-            for b in range(a + 1, n):
-                if abs((pos[a] - pos[b] + math.pi) % TWO_PI - math.pi) < window[i] \
-                        * (1 + 1e-9):
-                    near = True
+        near = min_gap(pos, n) < trigger     # absorbing moved the atoms
         dens = 0.0
         total = 0.0
         for j in range(m):
