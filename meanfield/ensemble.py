@@ -54,6 +54,8 @@ class _Request:
     target: float
     stats: Any
     deadline: Any
+    max_steps: int | None = None
+    handle: Any = None
     done: threading.Event = field(default_factory=threading.Event)
     result: tuple | None = None
     error: str | None = None
@@ -72,11 +74,15 @@ class _Handle:
     def leave(self) -> None:
         if not self.left:
             self.left = True
-            self.coord._leave()
+            self.coord._leave(self)
 
 
 #: a running member's stop request (signal, wall budget) is looked at every this many steps
 DEADLINE_EVERY = 16
+#: seconds the batch waits for a member that is not asking (writing its records takes about
+#: a millisecond); after that it steps without it until it asks again (a member stepping on
+#: its own, e.g. atoms after a hand-off, or busy with a first compilation)
+AWAY_AFTER = 0.02
 
 
 class Coordinator:
@@ -88,40 +94,47 @@ class Coordinator:
     the coordinator loads the new requests, takes one step of all rows below their target,
     and hands back the rows that reached it (or failed, or whose stop request fired). A
     member's records are written while the others wait (one process has one core's worth of
-    Python anyway), so every step is taken by the whole batch; a member leaves the count as
-    soon as its run stops stepping, before its analysis."""
+    Python anyway), so every step is taken by the whole batch; a member that has not asked
+    within ``AWAY_AFTER`` is not waited for until it asks again, and a member leaves the
+    count as soon as its run stops stepping, before its analysis."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.pending: list[_Request] = []
         self.live = 0          # members that may still ask for steps
         self.held = 0          # requests the coordinator is stepping
+        self.handles: set[_Handle] = set()     # live members
+        self.away: set[_Handle] = set()        # live members not waited for
+        self.holding: set[_Handle] = set()     # members whose request is being stepped
         self._rows: dict[int, tuple] = {}        # id(scheme) -> (ensemble, row, scheme)
         self._ensembles: dict[tuple, Any] = {}   # solvers.ensemble.ensemble_key -> ensemble
 
     # ---------------------------------------------------------------- member side
     def member(self) -> _Handle:
         """A member's handle (counted as live until its ``leave``)."""
+        h = _Handle(self)
         with self.cond:
             self.live += 1
-        return _Handle(self)
+            self.handles.add(h)
+        return h
 
     def _adapt(self, problem, handle: _Handle) -> None:
-        """Route a batchable grid problem's advance through the coordinator (a member that
-        is not batchable leaves: it steps on its own and never asks)."""
+        """Route a batchable problem's stepper through the coordinator: its scheme's
+        ``advance`` becomes a request (the problem's own logic around it, e.g. hand-off
+        checks between chunks of steps, is unchanged). A member that is not batchable
+        leaves: it steps on its own and never asks."""
         from solvers.ensemble import ensemble_key
 
-        scheme = getattr(problem, "scheme", None)
+        scheme = getattr(problem, "stepper", None)
         if scheme is None or ensemble_key(scheme) is None:
             handle.leave()
             return
 
         def advance(state, t, target, stats, deadline=None, max_steps=None):
-            if max_steps is not None:   # fixed-step targets: not batched
-                return scheme.advance(state, t, target, stats, deadline, max_steps)
             req = _Request(scheme, np.asarray(state, float), float(t), float(target), stats,
-                           deadline)
+                           deadline, max_steps, handle)
             with self.cond:
+                self.away.discard(handle)
                 self.pending.append(req)
                 self.cond.notify_all()
             req.done.wait()
@@ -131,12 +144,19 @@ class Coordinator:
                 raise SolverError(req.error)
             return req.result
 
-        problem.advance = advance
+        scheme.advance = advance
 
-    def _leave(self) -> None:
+    def _leave(self, handle: _Handle) -> None:
         with self.cond:
             self.live -= 1
+            self.handles.discard(handle)
+            self.away.discard(handle)
             self.cond.notify_all()
+
+    def _ready(self) -> bool:
+        """Every live member that is waited for asks (and someone does), or none is left."""
+        busy = self.held + len(self.pending)
+        return self.live == 0 or (busy > 0 and busy >= self.live - len(self.away))
 
     # ---------------------------------------------------------------- coordinator side
     def _row(self, scheme) -> tuple:
@@ -161,7 +181,10 @@ class Coordinator:
             with self.cond:
                 # step once every live member waits (a member busy with its records is back
                 # within a step's time; stepping without it would split the batch)
-                self.cond.wait_for(lambda: self.held + len(self.pending) >= self.live)
+                if not self.cond.wait_for(self._ready, timeout=AWAY_AFTER):
+                    asking = {r.handle for r in self.pending} | self.holding
+                    self.away = self.handles - asking
+                    self.cond.wait_for(lambda: self.live == 0 or self.pending or self.held)
                 if self.live == 0 and not self.pending and not self.held:
                     return
                 new, self.pending = self.pending, []
@@ -171,17 +194,19 @@ class Coordinator:
                     r.done.set()
                     continue
                 ens, row = self._row(r.scheme)
-                ens.load(row, r.q, r.t, r.stats, r.target)
+                ens.load(row, r.q, r.t, r.stats, r.target, r.max_steps)
                 active.setdefault(ens, {})[row] = r
-                self.held += 1
+                with self.cond:
+                    self.held += 1
+                    self.holding.add(r.handle)
             rounds += 1
             for ens, reqs in active.items():
                 if not reqs:
                     continue
                 rows = np.fromiter(sorted(reqs), np.int64, len(reqs))
-                todo = rows[ens.t[rows] < ens.target[rows]]
+                todo = rows[ens.pending(rows)]
                 failed = ens.step(todo) if todo.size else {}
-                done = ens.t[rows] >= ens.target[rows]
+                done = ~ens.pending(rows)
                 if rounds % DEADLINE_EVERY == 0:
                     done |= np.array([expired(reqs[r].deadline) for r in rows.tolist()])
                 for row in rows[done].tolist() + list(failed):
@@ -192,6 +217,7 @@ class Coordinator:
                     r.error = failed.get(row)
                     with self.cond:
                         self.held -= 1
+                        self.holding.discard(r.handle)
                     r.done.set()
 
 

@@ -31,14 +31,17 @@ import numpy as np
 from solvers.atom_kernels import atom_terms, significant_modes
 from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION, AtomicCircle
 from solvers.ensemble_kernels import (
+    centres_flux,
     choose_dt,
     faces_flux,
     finish,
+    finish_euler,
     load_stage,
     periodic_events,
     stage_three,
 )
 from solvers.stepping import SolverError, StepStats
+from solvers.zonal_ensemble import ZonalEnsemble
 
 #: rows x cells stepped at once: a block's stage arrays (about ten of them) fit in a 2 MB
 #: cache (benchmarks/bench_ensemble.py: at M = 512, 64 rows in one block are no faster than
@@ -93,16 +96,26 @@ def _base(scheme):
     return scheme.scheme if type(scheme) is AtomicCircle else scheme
 
 
+def _flux(base) -> str | None:
+    """The member's flux family: "faces" (fv2), "rusanov" or "lf" (centre velocities)."""
+    from solvers.circle import FiniteVolume, LaxFriedrichs, Rusanov
+
+    return {FiniteVolume: "faces", Rusanov: "rusanov", LaxFriedrichs: "lf"}.get(type(base))
+
+
 def batchable(scheme) -> bool:
-    """Whether ``scheme`` can be a member: fv2 (alone or inside ``AtomicCircle``) with
-    adaptive SSP-RK3 steps and the exponential-kernel convolution drift on pyfftw."""
-    from solvers.circle import FiniteVolume
+    """Whether ``scheme`` can be a member: a circle scheme of ``solvers.circle.SCHEMES``
+    (fv2, rusanov, lf; SSP-RK3 or Euler, adaptive or fixed steps) with the exponential-kernel
+    convolution drift on pyfftw, or fv2 with adaptive SSP-RK3 inside ``AtomicCircle``."""
     from solvers.drifts.convolution import Convolution
 
     base = _base(scheme)
-    return (type(base) is FiniteVolume and base.integrator == "ssprk3"
-            and base.fixed_dt is None and type(base.drift) is Convolution
-            and base.drift.user_kernel is None and base.grid.fft.backend == "pyfftw"
+    if _flux(base) is None or type(base.drift) is not Convolution:
+        return False
+    if type(scheme) is AtomicCircle and (_flux(base) != "faces" or base.integrator != "ssprk3"
+                                         or base.step_size is not None):
+        return False
+    return (base.drift.user_kernel is None and base.grid.fft.backend == "pyfftw"
             and not base.drift._conv_op.padded)
 
 
@@ -117,7 +130,8 @@ class Member:
 
 
 class CircleEnsemble:
-    """Rows of batchable circle schemes (``batchable``) on one grid, advanced together.
+    """Rows of batchable circle schemes (``batchable``) of one flux family and integrator on
+    one grid, advanced together.
 
     ``add(scheme)`` gives a member its row (once); ``load(row, state, t, stats, target)`` sets
     its state and target; ``step(rows)`` takes one step of those rows; ``unload(row)`` returns
@@ -126,11 +140,12 @@ class CircleEnsemble:
 
     @classmethod
     def key(cls, scheme) -> tuple | None:
-        """Members with equal keys share an ensemble: (M, limiter) of a batchable scheme."""
+        """Members with equal keys share an ensemble: (M, flux family, integrator, limiter)
+        of a batchable scheme."""
         if not batchable(scheme):
             return None
         base = _base(scheme)
-        return (base.cells, base.limiter_theta)
+        return (base.cells, _flux(base), base.integrator, getattr(base, "limiter_theta", 2.0))
 
     def __init__(self, schemes: list | tuple = ()) -> None:
         self.schemes: list = []
@@ -146,12 +161,15 @@ class CircleEnsemble:
         if not batchable(scheme):
             raise ValueError("ensemble members must be adaptive SSP-RK3 fv2 schemes with the "
                              "convolution drift (pyfftw)")
-        base = _base(scheme)
+        key = self.key(scheme)
         if not self.schemes:
-            self.cells, self.dx, self.limiter = base.cells, base.dx, base.limiter_theta
-            self.theta = base.theta
-        elif base.cells != self.cells or base.limiter_theta != self.limiter:
-            raise ValueError("ensemble members must share the grid and the limiter")
+            base = _base(scheme)
+            self.cells, self.dx, self.theta = base.cells, base.dx, base.theta
+            self.flux, self.integrator, self.limiter = key[1:]
+            self._key = key
+        elif key != self._key:
+            raise ValueError("ensemble members must share the grid, the flux family, the "
+                             "integrator and the limiter")
         self.schemes.append(scheme)
         self._const = {}
         n = len(self.schemes)
@@ -165,7 +183,7 @@ class CircleEnsemble:
             new["config_x"] = np.zeros((cap, 1))
             for k in ("t", "target", "last_dt", "courant", "dmass", "bg", "config_t"):
                 new[k] = np.zeros(cap)
-            for k in ("steps", "na", "since", "config_n"):
+            for k in ("steps", "na", "since", "config_n", "limit", "viol"):
                 new[k] = np.zeros(cap, np.int64)
             if old is not None:
                 for k, v in old.items():
@@ -201,6 +219,8 @@ class CircleEnsemble:
                 "beta": np.array([float(x.beta) for x in d]),
                 "conv0": np.array([x._conv[0].real for x in d]),
                 "cfl": np.array([b.cfl for b in bases]),
+                "fixed": np.array([b.step_size or 0.0 for b in bases]),
+                "grad": np.stack([x._grad for x in d]),
                 "acc": np.array([b.accuracy_dt for b in bases]),
                 "accuracy": np.array([b.accuracy for b in bases]),
                 "pf": np.array([b.positivity_factor for b in bases]),
@@ -223,9 +243,10 @@ class CircleEnsemble:
             self._bases = bases
         return self._const
 
-    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats,
-             target: float) -> None:
-        """Set a member's state, clock, statistics and target (its atoms from its scheme)."""
+    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats, target: float,
+             max_steps: int | None = None) -> None:
+        """Set a member's state, clock, statistics, target and step limit (its atoms from its
+        scheme)."""
         m = self.cells
         s = self.schemes[row]
         state = np.asarray(state, float)
@@ -246,8 +267,13 @@ class CircleEnsemble:
         self.na[row] = na
         self.t[row], self.target[row] = t, target
         self.steps[row], self.last_dt[row] = stats.steps, stats.last_dt
-        self.courant[row] = stats.max_courant
+        self.courant[row], self.viol[row] = stats.max_courant, stats.cfl_violations
+        self.limit[row] = np.iinfo(np.int64).max if max_steps is None else max_steps
         self._stats[row] = stats
+
+    def pending(self, rows: np.ndarray) -> np.ndarray:
+        """Which rows still step: below their target and their step limit."""
+        return (self.t[rows] < self.target[rows]) & (self.steps[rows] < self.limit[rows])
 
     def unload(self, row: int) -> tuple[np.ndarray, float]:
         """The member's (state, t); its statistics and event counter written back."""
@@ -257,8 +283,11 @@ class CircleEnsemble:
         state = np.concatenate([q, self.x[row, :na]]) if na else q
         stats.steps, stats.last_dt = int(self.steps[row]), float(self.last_dt[row])
         stats.max_courant = float(self.courant[row])
+        stats.cfl_violations = int(self.viol[row])
         stats.compensation = np.concatenate([self.comp[row], self.xcomp[row, :na]]) if na \
             else self.comp[row].copy()
+        if self.integrator == "euler":    # an Euler step carries no compensation
+            stats.compensation = None
         if type(s) is AtomicCircle:
             self._to_scheme(row)
         return state, float(self.t[row])
@@ -316,6 +345,9 @@ class CircleEnsemble:
         xs (atoms): k (dq/dt), kx (the atoms' velocities), the max face and atom speeds."""
         rin, cout, cin, rout, fwd, bwd = plan
         n = self.cells
+        if self.flux != "faces":
+            self._centres(plan, g, k, speed)
+            return
         fwd.execute()
         np.multiply(cout, g["mult"], out=cin)
         if atoms:
@@ -326,6 +358,27 @@ class CircleEnsemble:
         bwd.execute()
         faces_flux(rout, 1.0 / n, rin, g["usa"], g["scale"], g["beta"], g["shift_"], self.dx,
                    g["bg_"], self.limiter, 1.0 / self.dx, g["still_"], k, speed)
+
+    def _centres(self, plan: tuple, g: dict, k: np.ndarray, speed: np.ndarray) -> None:
+        """Rusanov's or Lax-Friedrichs' right-hand side: the centre velocities by the spectral
+        derivative (and, for SA rows, the potential: a second inverse transform per row)."""
+        rin, cout, cin, rout, fwd, bwd = plan
+        n_rows, n = rin.shape
+        fwd.execute()
+        if g["usa"].all():
+            np.multiply(cout, g["grad"], out=cin)
+            bwd.execute()
+            rawg = rawc = rout
+        else:
+            _, _, cin2, rout2, _, bwd2 = _plan(n, 2 * n_rows)
+            np.multiply(cout, g["grad"], out=cin2[:n_rows])
+            np.multiply(cout, g["mult"], out=cin2[n_rows:])
+            bwd2.execute()
+            rawg, rawc = rout2[:n_rows], rout2[n_rows:]
+        lf = self.flux == "lf"
+        scale = 0.5 / self.dx if lf else -1.0 / self.dx
+        centres_flux(rawg, rawc, 1.0 / n, rin, g["usa"], g["rate"], g["beta"], g["shift_"],
+                     g["bg_"], lf, scale, k, speed)
 
     def step(self, rows: np.ndarray) -> dict[int, str]:
         """One step of every row in ``rows`` (all with t < target); returns {row: message}
@@ -362,17 +415,26 @@ class CircleEnsemble:
         x_before = xs.copy()
         aspeed[:] = 0.0
         self._stage(plan, g, xs, atoms, k1, kx1, speed, aspeed)
+        rk3 = self.integrator == "ssprk3"
+        viol_before = self.viol[rows]
         choose_dt(rows, speed, aspeed, g["pf"], self.dx, g["cfl"], g["acc"], g["accuracy"],
                   g["rate"], g["beta"], g["usa"], dmass, na, g["mass_"], xs,
-                  LINEAR_FRACTION, self.t, self.target, self.q, k1, kx1, dt, tn, cour, rin,
-                  xs)
-        self._stage(plan, g, xs, atoms, k2, kx2, w["spare"], w["aspare"])
-        stage_three(rows, self.q, x, dt, k1, k2, kx1, kx2, rin, xs)
-        self._stage(plan, g, xs, atoms, k3, kx3, w["spare"], w["aspare"])
+                  LINEAR_FRACTION, self.t, self.target, self.q, k1, kx1, g["fixed"],
+                  self.viol, rk3, dt, tn, cour, rin, xs)
         t_before = self.t[rows]
         low = w["low"]
-        finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
-               g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant, low)
+        if rk3:
+            self._stage(plan, g, xs, atoms, k2, kx2, w["spare"], w["aspare"])
+            stage_three(rows, self.q, x, dt, k1, k2, kx1, kx2, rin, xs)
+            self._stage(plan, g, xs, atoms, k3, kx3, w["spare"], w["aspare"])
+            finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
+                   g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant, low)
+        else:
+            finish_euler(rows, self.q, self.comp, dt, k1, self.flux == "lf", self.bg,
+                         g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant,
+                         low)
+        if (viol_before == 0).any() and g["fixed"].any():
+            self._warn(rows, viol_before, g["fixed"], dt, cour, t_before)
         errors: dict[int, str] = {}
         for i in np.flatnonzero(low).tolist() if low.any() else ():
             r = int(rows[i])
@@ -386,6 +448,20 @@ class CircleEnsemble:
         if g["atomic"].any():
             self._events(rows, g, x_before, t_before, errors)
         return errors
+
+    def _warn(self, rows: np.ndarray, before: np.ndarray, fixed: np.ndarray, dt: np.ndarray,
+              cour: np.ndarray, t_before: np.ndarray) -> None:
+        """A fixed step's first violation of the bound warns, as ``stepping.advance`` does."""
+        import warnings
+
+        from solvers.stepping import CFLWarning
+
+        for i in np.flatnonzero((before == 0) & (self.viol[rows] > 0)).tolist():
+            bound = dt[i] / cour[i]       # dt: the fixed step, shortened on a landing
+            warnings.warn(
+                f"fixed dt = {fixed[i]:.3e} exceeds the positivity/CFL bound {bound:.3e} at "
+                f"t = {t_before[i]:.6g} (Courant number {fixed[i] / bound:.3g}); the solution "
+                "may turn negative or blow up", CFLWarning, stacklevel=2)
 
     def _events(self, rows: np.ndarray, g: dict, x_before: np.ndarray, t_before: np.ndarray,
                 errors: dict) -> None:
@@ -432,13 +508,12 @@ class CircleEnsemble:
         errors: list[str | None] = [None] * n
         for i, mb in enumerate(members):
             self.load(i, mb.q, mb.t, mb.stats, float(targets[i]))
-        active = np.flatnonzero(self.t[:n] < self.target[:n])
+        active = np.flatnonzero(self.pending(np.arange(n)))
         while active.size:
             failed = self.step(active)
             for r, msg in failed.items():
                 errors[r] = msg
-            keep = (self.t[active] < self.target[active]) & \
-                ~np.isin(active, list(failed))
+            keep = self.pending(active) & ~np.isin(active, list(failed))
             if until_any and not keep.all():
                 break
             active = active[keep]
@@ -454,29 +529,30 @@ class Ensemble(Protocol):
     1. ``key(scheme)`` (classmethod): a hashable key if ``scheme`` can be a member, else None;
        members with equal keys share one ensemble.
     2. ``add(scheme) -> row``: the member's row, given once.
-    3. ``load(row, state, t, stats, target)``: its state, clock, ``StepStats`` and target.
-    4. ``step(rows) -> {row: message}``: one step of each row (t < target): the step the
+    3. ``load(row, state, t, stats, target, max_steps=None)``: its state, clock,
+       ``StepStats``, target time and (optionally) the step count ``stats.steps`` at which
+       to stop early, as the scheme's own ``advance(..., max_steps=)`` does.
+    4. ``pending(rows) -> bool array``: which rows still step (t < target and steps below
+       their limit).
+    5. ``step(rows) -> {row: message}``: one step of each row (all pending): the step the
        member's scheme would take alone, landing exactly on the target; a row that fails
        reports the scheme's ``SolverError`` message.
-    5. ``t``, ``target``: float arrays indexed by row.
     6. ``unload(row) -> (state, t)``: the member's state and clock, with its statistics (and
        any scheme-side state the ensemble kept) written back.
     """
 
-    t: np.ndarray
-    target: np.ndarray
-
     @classmethod
     def key(cls, scheme) -> tuple | None: ...
     def add(self, scheme) -> int: ...
-    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats,
-             target: float) -> None: ...
+    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats, target: float,
+             max_steps: int | None = None) -> None: ...
+    def pending(self, rows: np.ndarray) -> np.ndarray: ...
     def step(self, rows: np.ndarray) -> dict[int, str]: ...
     def unload(self, row: int) -> tuple[np.ndarray, float]: ...
 
 
 #: the batched steppers, tried in order (one line per new kind of member)
-ENSEMBLES: tuple[type, ...] = (CircleEnsemble,)
+ENSEMBLES: tuple[type, ...] = (CircleEnsemble, ZonalEnsemble)
 
 
 def ensemble_key(scheme) -> tuple | None:

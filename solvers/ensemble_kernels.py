@@ -89,6 +89,93 @@ def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, 
             out[r, j] = (flux[j + 1] - flux[j]) * -inv_dx
 
 
+@njit(cache=True, fastmath=False, nogil=True)
+def centres_flux(rawg, rawc, inv_n, q, usa, rate, beta, shift, background, lf, scale, out,
+                 speed):
+    """For every row i: the centre velocities of ``Convolution.centre_velocity`` from the
+    unnormalised inverse FFTs rawg[i] (derivative) and rawc[i] (potential; SA only) (USA
+    v = (g / n) rate; SA v = (g / n) / (beta (c / n + shift)), / 1 at beta = 0), then the
+    right-hand side of ``Rusanov.rhs`` (``lf`` False; scale = -1/dx) or ``LaxFriedrichs.rhs``
+    (``lf`` True; scale = 0.5/dx) at the state q[i] (out[i]) and max |v| (speed[i])."""
+    n_rows, m = q.shape
+    v = np.empty(m + 2)
+    f = np.empty(m + 2)
+    a = np.empty(m + 1)
+    flux = np.empty(m + 1)
+    for r in range(n_rows):
+        if usa[r]:
+            rt = rate[r]
+            for j in range(m):
+                v[j + 1] = (rawg[r, j] * inv_n) * rt
+        elif beta[r] > 0:
+            b, sh = beta[r], shift[r]
+            for j in range(m):
+                v[j + 1] = (rawg[r, j] * inv_n) / (b * (rawc[r, j] * inv_n + sh))
+        else:
+            for j in range(m):
+                v[j + 1] = (rawg[r, j] * inv_n) / 1.0
+        v[0], v[m + 1] = v[m], v[1]               # periodic copies: v[j + 1] = v_j
+        top = 0.0
+        for j in range(1, m + 1):
+            top = max(top, abs(v[j]))
+        speed[r] = top
+        bg = background[r]
+        for j in range(m):
+            f[j + 1] = (q[r, j] + bg) * v[j + 1]
+        f[0], f[m + 1] = f[m], f[1]
+        if lf:
+            # -(f_{j+1} - f_{j-1}) / (2 dx)
+            for j in range(m):
+                out[r, j] = (f[j] - f[j + 2]) * scale
+            continue
+        # flux_j at face j + 1/2 = (f_j + f_{j+1})/2 - max(|v_j|, |v_{j+1}|) (q_{j+1} - q_j)/2
+        for j in range(m + 1):
+            a[j] = abs(v[j + 1])
+        for j in range(m):
+            jn = j + 1 if j + 1 < m else 0
+            flux[j + 1] = 0.5 * (f[j + 1] + f[j + 2]) \
+                - 0.5 * max(a[j], a[j + 1]) * (q[r, jn] - q[r, j])
+        flux[0] = flux[m]
+        for j in range(m):
+            out[r, j] = (flux[j + 1] - flux[j]) * scale
+
+
+@njit(cache=True, nogil=True)
+def finish_euler(rows, q, comp, dt, k1, lf, bg, floor, tn, cour, t, steps, last_dt, courant,
+                 low):
+    """The forward-Euler update (``euler_update``: q + dt k, or Lax-Friedrichs' average
+    (q_{j-1} + q_{j+1})/2 + dt k_j in ``LaxFriedrichs.euler_update``'s order), no
+    compensation; the clocks and the positivity check of ``finish``."""
+    n_rows, m = k1.shape
+    new = np.empty(m)
+    for i in range(n_rows):
+        r = rows[i]
+        d = dt[i]
+        if lf:
+            for j in range(1, m - 1):
+                new[j] = (k1[i, j] * d + 0.5 * q[r, j + 1]) + 0.5 * q[r, j - 1]
+            new[0] = k1[i, 0] * d + 0.5 * (q[r, 1] + q[r, m - 1])
+            new[m - 1] = k1[i, m - 1] * d + 0.5 * (q[r, 0] + q[r, m - 2])
+        else:
+            for j in range(m):
+                new[j] = q[r, j] + d * k1[i, j]
+        mn = np.inf
+        bad = False
+        for j in range(m):
+            out = new[j]
+            q[r, j] = out
+            comp[r, j] = 0.0
+            if out < mn:
+                mn = out
+            if not math.isfinite(out):
+                bad = True
+        low[i] = bad or bg[r] + mn < floor[i]
+        t[r] = tn[i]
+        steps[r] += 1
+        last_dt[r] = d
+        courant[r] = max(courant[r], cour[i])
+
+
 @njit(cache=True, nogil=True)
 def load_stage(rows, q, x, rin, xs):
     """Stage 1 input: the rows' densities and atom positions."""
@@ -100,10 +187,12 @@ def load_stage(rows, q, x, rin, xs):
 
 @njit(cache=True, nogil=True)
 def choose_dt(rows, speed, aspeed, pf, dx, cfl, acc, accuracy, rate, beta, usa, dmass, na,
-              mass, x, linear_fraction, t, target, q, k1, kx1, dt, tn, courant, rin, xs):
+              mass, x, linear_fraction, t, target, q, k1, kx1, fixed, viol, stage2, dt, tn,
+              courant, rin, xs):
     """The step of each row (``solvers.stepping.advance`` with ``AtomicCircle``'s bounds):
-    dt = min(cfl * bound, accuracy_dt), shortened to land on the target or halved to avoid
-    a sliver; then the stage 2 input q + dt k1 (and x + dt kx1)."""
+    dt = min(cfl * bound, accuracy_dt), or the fixed step fixed[i] > 0 (a step above the
+    bound counts in viol), shortened to land on the target or (adaptive) halved to avoid a
+    sliver; then, if ``stage2``, the stage 2 input q + dt k1 (and x + dt kx1)."""
     n_rows, m = rin.shape
     ar = np.zeros(n_rows)
     atom_rate(x, mass, na, usa, rate, beta, ar)
@@ -122,17 +211,24 @@ def choose_dt(rows, speed, aspeed, pf, dx, cfl, acc, accuracy, rate, beta, usa, 
             if dmass[i] < linear_fraction * total:
                 rr = ar[i] + rate[i] * (beta[i] + 1.0) * dmass[i]
                 a = accuracy[i] / rr if rr > 0 else np.inf
-        d = min(cfl[i] * bound, a)
+        if fixed[i] > 0:
+            d = fixed[i]
+            if d > bound * (1 + 1e-12):
+                viol[r] += 1
+        else:
+            d = min(cfl[i] * bound, a)
         remaining = target[r] - t[r]
         if d >= remaining * (1 - 1e-12):
             d = remaining
             tn[i] = target[r]
         else:
-            if d > 0.5 * remaining:
+            if fixed[i] == 0 and d > 0.5 * remaining:
                 d = 0.5 * remaining
             tn[i] = t[r] + d
         dt[i] = d
         courant[i] = d / bound if bound > 0 and math.isfinite(bound) else 0.0
+        if not stage2:
+            continue
         for j in range(m):
             rin[i, j] = q[r, j] + d * k1[i, j]
         for s in range(xs.shape[1]):

@@ -1,20 +1,23 @@
-"""Ensembles (solvers.ensemble, meanfield.ensemble): many fv2 runs advanced by one batched
-stepper give each run's own result (bitwise without atoms, to round-off with atoms), through
-the sweep (files, resume after SIGKILL, failing members) as well as through the solver API."""
+"""Ensembles (solvers.ensemble, meanfield.ensemble): many circle runs (fv2, rusanov, lf)
+advanced by one batched stepper give each run's own result (bitwise without atoms at
+M >= 256, to round-off with atoms), through the sweep (files, resume after SIGKILL, failing
+members) as well as through the solver API."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import h5py
 import numpy as np
+import pytest
 
 from meanfield import initial
-from solvers.circle import FiniteVolume
+from solvers.circle import FiniteVolume, make_scheme
 from solvers.ensemble import CircleEnsemble, Member
-from solvers.stepping import StepStats
+from solvers.stepping import CFLWarning, SolverError, StepStats
 
 
 def test_mixed_ensemble_equals_single_runs_bitwise():
@@ -40,6 +43,63 @@ def test_mixed_ensemble_equals_single_runs_bitwise():
         assert m.stats.steps == st.steps
         assert np.array_equal(m.q, q)
         assert m.stats.last_dt == st.last_dt and m.stats.max_courant == st.max_courant
+
+
+@pytest.mark.parametrize("scheme, kw", [
+    ("rusanov", {}), ("rusanov", {"integrator": "euler"}), ("lf", {}),
+    ("lf", {"dt_per_dx": 0.02}), ("fv2", {"integrator": "euler"}), ("fv2", {"dt": 2e-3})])
+def test_every_circle_scheme_batches_bitwise(scheme, kw):
+    """Rusanov and Lax-Friedrichs members (centre velocities: one inverse transform for USA,
+    two for SA), Euler steps and fixed steps: bitwise each scheme advanced alone, through
+    intermediate targets (M = 256: FFTW's batched plans use the single-row codelets; below
+    M = 256 they vectorise across rows and agree to round-off only)."""
+    specs = [(2.0, "usa", "raw"), (5.0, "sa", "raw"), (6.0, "usa", "scaled"), (0.0, "sa", "raw")]
+    members, singles = [], []
+    for k, (b, model, unit) in enumerate(specs):
+        p0 = initial.white_noise(256, 0.01, seed=k)
+        one = make_scheme(scheme, 256, b, model, time_unit=unit, **kw)
+        singles.append([one, one.split(one.check_density(p0)), 0.0, StepStats()])
+        s = make_scheme(scheme, 256, b, model, time_unit=unit, **kw)
+        members.append(Member(s, s.split(s.check_density(p0)), 0.0, StepStats()))
+    ens = CircleEnsemble([m.scheme for m in members])
+    for target in (0.3, 1.0, 2.5):
+        assert ens.advance(members, np.full(4, target)) == [None] * 4
+        for one, m in zip(singles, members, strict=True):
+            one[1], one[2] = one[0].advance(one[1], one[2], target, one[3])
+            assert m.stats.steps == one[3].steps and m.t == one[2]
+            assert np.array_equal(m.q, one[1])
+            assert m.stats.max_courant == one[3].max_courant
+            assert (m.stats.compensation is None) == (one[3].compensation is None)
+
+
+def test_a_fixed_step_beyond_the_bound_warns_and_fails_alone():
+    """Lax-Friedrichs with a fixed dt ~6x the positivity bound: the single run's CFLWarning
+    once, then its negative-density failure with its message; the other member is its
+    single run."""
+    p0 = initial.white_noise(256, 0.01, seed=3)
+
+    def pair():
+        return make_scheme("lf", 256, 3.0, "sa", dt_per_dx=0.02), \
+            make_scheme("lf", 256, 3.0, "usa", dt=0.2)
+
+    alone = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for one in pair():
+            try:
+                alone.append(one.advance(one.split(one.check_density(p0)), 0.0, 3.0,
+                                         StepStats())[0])
+            except SolverError as e:
+                alone.append(str(e))
+    members = [Member(s, s.split(s.check_density(p0)), 0.0, StepStats()) for s in pair()]
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        errors = CircleEnsemble([m.scheme for m in members]).advance(members,
+                                                                     np.array([3.0, 3.0]))
+    assert [w.category for w in got] == [CFLWarning]
+    assert "fixed dt = 2.000e-01 exceeds the positivity/CFL bound" in str(got[0].message)
+    assert errors == [None, alone[1]] and "negative values" in alone[1]
+    assert np.array_equal(members[0].q, alone[0])
 
 
 def test_a_failing_member_fails_alone():

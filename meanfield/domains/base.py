@@ -289,6 +289,12 @@ class GridProblem:
                              i["path"])
         return self.scheme.split(p)
 
+    @property
+    def stepper(self):
+        """What ``advance`` steps with (an ensemble member is routed through its
+        ``advance``: ``meanfield.ensemble``)."""
+        return self.scheme
+
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
         return self.scheme.advance(state, t, target, stats, deadline, max_steps)
 

@@ -276,13 +276,13 @@ class Circle(Domain):
             raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
 
     def ensemble_key(self, cfg: dict) -> tuple | None:
-        """fv2 with the convolution drift and adaptive SSP-RK3, with or without atoms, batch
-        together (``solvers.ensemble``); the key is the grid."""
+        """Runs with the convolution drift batch together by grid, scheme and integrator
+        (``solvers.ensemble.CircleEnsemble``; atoms: fv2 with adaptive SSP-RK3)."""
         d = cfg["discretization"]
-        if (d["scheme"] != "fv2" or d["dt"] or d["integrator"] != "ssprk3"
-                or drift_name(cfg) != "convolution"):
+        if drift_name(cfg) != "convolution":
             return None
-        return ("circle-fv2", d["cells"])
+        integrator = "euler" if d["scheme"] == "lf" else d["integrator"]
+        return ("circle", d["cells"], d["scheme"], integrator)
 
     def problem(self, cfg: dict) -> CircleProblem:
         return CircleProblem(cfg)

@@ -249,6 +249,11 @@ class ParticlesProblem:
             return x
         return self.system.check_state(x, name)
 
+    @property
+    def stepper(self):
+        """What ``advance`` steps with (see ``GridProblem.stepper``)."""
+        return self.system
+
     def advance(self, state, t, target, stats, deadline=None, max_steps=None):
         return self.system.advance(state, t, target, stats, deadline, max_steps)
 

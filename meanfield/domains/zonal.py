@@ -147,6 +147,12 @@ class ZonalDomain(HandoffDomain):
             raise InputError("time.schedule", "must be linear or log for model.domain = "
                              "'zonal'")
 
+    def ensemble_key(self, cfg: dict) -> tuple | None:
+        """Zonal runs batch together by grid and dimension (``solvers.zonal_ensemble``); a
+        run that hands off to atoms steps them on its own."""
+        d = cfg["discretization"]
+        return ("zonal", d["cells"], cfg["model"]["dim"])
+
     def problem(self, cfg: dict) -> ZonalProblem:
         return ZonalProblem(cfg)
 
