@@ -7,7 +7,10 @@
    white noise over the linear phase into clustering) and ``fv2+atoms`` (the main job's runs:
    from white noise through captures, merges and the metastable phase, 30 e-folds at
    M = 512, 12 at M = 4096). Members mix SA and USA and betas 3..7, as a sweep does.
-2. ``make run``'s sweep (69 runs, beta = 1..12 x 3 seeds, M = 512, atoms) on 2 processes:
+2. The other grid members at M = 512 (batch 1..64, the same member mix, 12 e-folds):
+   ``rusanov`` (SSP-RK3), ``lf`` (Euler, adaptive) and ``zonal`` (d = 3,
+   ``solvers.zonal_ensemble.ZonalEnsemble``), against each scheme's own ``advance``.
+3. ``make run``'s sweep (69 runs, beta = 1..12 x 3 seeds, M = 512, atoms) on 2 processes:
    one run per task (``--ensemble 0``, the schemes' own steppers) against the default
    ensembles, and whether the two tables agree.
 """
@@ -26,9 +29,11 @@ import numpy as np
 
 from meanfield import initial
 from solvers.atoms import AtomicCircle
-from solvers.circle import FiniteVolume
+from solvers.circle import FiniteVolume, make_scheme
 from solvers.ensemble import BLOCK_CELLS, CircleEnsemble, Member, _plan
 from solvers.stepping import StepStats
+from solvers.zonal import Zonal
+from solvers.zonal_ensemble import ZonalEnsemble
 
 #: e-folds each member runs, by (kind, M)
 E_FOLDS = {("fv2", 512): 12.0, ("fv2", 4096): 8.0, ("fv2+atoms", 512): 30.0,
@@ -82,6 +87,48 @@ def solver_table() -> None:
                       f"{steps / wall / single:6.1f} {max(0.0, 1 - fft / wall):11.2f}")
 
 
+def _others(kind: str, m: int, b: int) -> tuple[list[Member], np.ndarray]:
+    out, ends = [], []
+    for i in range(b):
+        beta, model = 3.0 + 4.0 * (i % 8) / 8, ("sa" if i % 2 else "usa")
+        unit = "raw" if model == "sa" else "scaled"
+        if kind == "zonal":
+            s = Zonal(m, 3, beta, model, time_unit=unit)
+            rng = np.random.default_rng(i)
+            a = rng.standard_normal(16) / np.sqrt(s.area * 1e4)
+            p0 = s.uniform() + s.cell_average_matrix(16)[:, 1:] @ a
+        else:
+            s = make_scheme(kind, m, beta, model, time_unit=unit)
+            p0 = initial.white_noise(m, 0.01, i)
+        out.append(Member(s, s.split(s.check_density(p0)), 0.0, StepStats()))
+        ends.append(12.0 / s.gamma_max)
+    return out, np.array(ends)
+
+
+def other_table() -> None:
+    print(f"{'kind':>10} {'M':>5} {'batch':>5} {'member-steps/s':>15} {'single':>8} "
+          f"{'ratio':>6}")
+    m = 512
+    for kind in ("rusanov", "lf", "zonal"):
+        (one,), ends = _others(kind, m, 1)
+        st = StepStats()
+        start = time.perf_counter()
+        one.scheme.advance(one.q, 0.0, float(ends[0]), st)
+        single = st.steps / (time.perf_counter() - start)
+        cls = ZonalEnsemble if kind == "zonal" else CircleEnsemble
+        for b in (1, 8, 32, 64):
+            warm, _ = _others(kind, m, 1)
+            cls([warm[0].scheme]).advance(warm, np.array([1e-6]))       # compile
+            mem, ends = _others(kind, m, b)
+            ens = cls([x.scheme for x in mem])
+            start = time.perf_counter()
+            ens.advance(mem, ends)
+            wall = time.perf_counter() - start
+            steps = sum(x.stats.steps for x in mem)
+            print(f"{kind:>10} {m:5d} {b:5d} {steps / wall:15.0f} {single:8.0f} "
+                  f"{steps / wall / single:6.1f}")
+
+
 def sweep_table() -> None:
     """make run's sweep both ways (about 4 minutes one run per task, under 1 ensembles)."""
     cfg = Path(__file__).resolve().parent.parent / "experiments" / "sweep_beta.toml"
@@ -111,4 +158,5 @@ def sweep_table() -> None:
 
 if __name__ == "__main__":
     solver_table()
+    other_table()
     sweep_table()

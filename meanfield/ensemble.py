@@ -2,16 +2,17 @@
 
 Every member runs the ordinary driver (``meanfield.driver.execute``: its own file, lock,
 schedule, diagnostics, stop rules, checkpoints and resume) in a thread of its own; the driver
-calls ``adapt(problem)`` before stepping, and for a batchable member (a circle fv2 run with
-the convolution drift, adaptive SSP-RK3, with or without atoms: ``Domain.ensemble_key``) the
-adapter's ``advance`` is replaced by a request to the coordinator. The coordinator (this
-process's main thread) keeps every member's state in a row of one
-``solvers.ensemble.CircleEnsemble`` and takes one batched step of all members that wait for
-one, handing each back as soon as it reaches its output time (or fails, or its stop request
-fires); a member busy with its records simply sits out the steps until it asks again. Each
-member's steps are its single run's, so its file is the single run's file (bitwise until the
-first atom, then to round-off: see ``solvers.ensemble``). A member that is not batchable at run
-time simply steps on its own in its thread.
+calls ``adapt(problem)`` before stepping, and for a batchable member (its ``problem.stepper``
+taken by a stepper of ``solvers.ensemble.ENSEMBLES``: circle runs with the convolution drift,
+zonal runs) the stepper's ``advance`` is replaced by a request to the coordinator; the
+problem's own logic around it (e.g. the zonal hand-off checks between chunks of steps) is
+unchanged. The coordinator (this process's main thread) keeps every member's state in a row
+of one batched stepper and takes one batched step of all members that wait for one, handing
+each back as soon as it reaches its output time or step limit (or fails, or its stop request
+fires). Each member's steps are its single run's, so its file is the single run's file
+(bitwise or to round-off: see ``solvers.ensemble``). A member that is not batchable at run
+time steps on its own in its thread, and so does a member after a hand-off to atoms (the
+batch stops waiting for it after ``AWAY_AFTER``).
 
 ``run_ensemble(spec, run_member)`` is the unit of work that the sweep executors (process
 pool, Dask) run: one task per ensemble, returning one result per member.
