@@ -23,11 +23,11 @@ Equality with single runs: while a member has no atoms its arithmetic is the sin
 the same order, so it is bitwise equal wherever FFTW's batched plan applies the single-row
 codelets to every row: measured for every M >= 256 tried (256 .. 8192, and 1000) and every
 batch size 1 .. 64; at M <= 128 FFTW vectorises across rows and members agree to round-off
-(measured at M = 128: states within 1.4e-13 over 3200 steps, the same steps). With atoms, the density's and the atoms' potentials are summed
-before one inverse FFT and the atoms' sums run in another order, so members agree with their
-single runs to round-off (1e-12 is tested through captures and merges). Members that reach
-their target or step limit leave the step; a member whose density turns negative fails
-alone.
+(measured at M = 128: states within 1.4e-13 over 3200 steps, the same steps). With atoms, the
+density's and the atoms' potentials are summed before one inverse FFT and the atoms' sums
+run in another order, so members agree with their single runs to round-off (1e-12 is tested
+through captures and merges). Members that reach their target or step limit leave the step;
+a member whose density turns negative fails alone.
 """
 
 from __future__ import annotations
@@ -345,7 +345,14 @@ class CircleEnsemble:
         if g is None:
             if len(cache[1]) >= 32:
                 cache[1].clear()
-            g = cache[1][key] = {k: v[rows] for k, v in c.items()}
+            g = {k: v[rows] for k, v in c.items()}
+            n = rows.size
+            # flags and the atom-free rows' inputs, so that a step without atomic members
+            # does no per-step work for atoms
+            g["atomic_any"], g["fixed_any"] = bool(g["atomic"].any()), bool(g["fixed"].any())
+            g["no_atoms"] = (np.zeros(n, np.int64), np.zeros((n, 0)), np.zeros(n),
+                             np.zeros(n, np.bool_))
+            cache[1][key] = g
         return dict(g)
 
     def _stage(self, plan: tuple, g: dict, xs: np.ndarray, atoms: bool, k: np.ndarray,
@@ -406,13 +413,19 @@ class CircleEnsemble:
         """One step of a block of rows (``solvers.ensemble_kernels`` has the sequence)."""
         n_rows, m = rows.size, self.cells
         g = self._gather(rows)
-        na = self.na[rows]
-        atoms = bool(na.any())
-        width = self.x.shape[1] if atoms else 0
-        g["na_"], g["bg_"], g["mass_"] = na, self.bg[rows], self.mass[rows, :width]
-        dmass = self.dmass[rows]
+        g["bg_"] = self.bg[rows]
         g["shift_"] = g["conv0"] * g["bg_"]
-        g["still_"] = (na > 0) & (dmass <= 0)
+        if g["atomic_any"]:
+            na = self.na[rows]
+            atoms = bool(na.any())
+            width = self.x.shape[1] if atoms else 0
+            g["na_"], g["mass_"] = na, self.mass[rows, :width]
+            dmass = self.dmass[rows]
+            g["still_"] = (na > 0) & (dmass <= 0)
+        else:
+            atoms, width = False, 0
+            na, g["mass_"], dmass, g["still_"] = g["no_atoms"]
+            g["na_"] = na
         plan = _plan(m, n_rows)
         rin = plan[0]
         w = _work(n_rows, m, width)
@@ -421,11 +434,11 @@ class CircleEnsemble:
         speed, aspeed, dt, tn, cour = (w[k] for k in ("speed", "aspeed", "dt", "tn", "cour"))
         x = self.x if atoms else self.x[:, :0]
         load_stage(rows, self.q, x, rin, xs)
-        x_before = xs.copy()
+        x_before = xs.copy() if atoms else xs
         aspeed[:] = 0.0
         self._stage(plan, g, xs, atoms, k1, kx1, speed, aspeed)
         rk3 = self.integrator == "ssprk3"
-        viol_before = self.viol[rows]
+        viol_before = self.viol[rows] if g["fixed_any"] else None
         choose_dt(rows, speed, aspeed, g["pf"], self.dx, g["cfl"], g["acc"], g["accuracy"],
                   g["rate"], g["beta"], g["usa"], dmass, na, g["mass_"], xs,
                   LINEAR_FRACTION, self.t, self.target, self.q, k1, kx1, g["fixed"],
@@ -436,16 +449,17 @@ class CircleEnsemble:
             self._stage(plan, g, xs, atoms, k2, kx2, w["spare"], w["aspare"])
             stage_three(rows, self.q, x, dt, k1, k2, kx1, kx2, rin, xs)
             self._stage(plan, g, xs, atoms, k3, kx3, w["spare"], w["aspare"])
-            finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3, self.bg,
-                   g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant, low)
+            failed = finish(rows, self.q, self.comp, x, self.xcomp, dt, k1, k3, kx1, kx3,
+                            self.bg, g["floor"], tn, cour, self.t, self.steps, self.last_dt,
+                            self.courant, low)
         else:
-            finish_euler(rows, self.q, self.comp, dt, k1, self.flux == "lf", self.bg,
-                         g["floor"], tn, cour, self.t, self.steps, self.last_dt, self.courant,
-                         low)
-        if (viol_before == 0).any() and g["fixed"].any():
+            failed = finish_euler(rows, self.q, self.comp, dt, k1, self.flux == "lf", self.bg,
+                                  g["floor"], tn, cour, self.t, self.steps, self.last_dt,
+                                  self.courant, low)
+        if g["fixed_any"] and (viol_before == 0).any():
             self._warn(rows, viol_before, g["fixed"], dt, cour, t_before)
         errors: dict[int, str] = {}
-        for i in np.flatnonzero(low).tolist() if low.any() else ():
+        for i in np.flatnonzero(low).tolist() if failed else ():
             r = int(rows[i])
             row = self.q[r]
             what = "non-finite values" if not np.all(np.isfinite(row)) else \
@@ -454,7 +468,7 @@ class CircleEnsemble:
                          f"(dt = {dt[i]:.3e}, Courant number {cour[i]:.3g} of the "
                          "scheme's positivity bound): use an adaptive step or a smaller "
                          "dt / CFL number")
-        if g["atomic"].any():
+        if g["atomic_any"]:
             self._events(rows, g, x_before, t_before, errors)
         return errors
 

@@ -145,9 +145,10 @@ def finish_euler(rows, q, comp, dt, k1, lf, bg, floor, tn, cour, t, steps, last_
                  low):
     """The forward-Euler update (``euler_update``: q + dt k, or Lax-Friedrichs' average
     (q_{j-1} + q_{j+1})/2 + dt k_j in ``LaxFriedrichs.euler_update``'s order), no
-    compensation; the clocks and the positivity check of ``finish``."""
+    compensation; the clocks and the positivity check of ``finish`` (returns its count)."""
     n_rows, m = k1.shape
     new = np.empty(m)
+    count = 0
     for i in range(n_rows):
         r = rows[i]
         d = dt[i]
@@ -170,10 +171,12 @@ def finish_euler(rows, q, comp, dt, k1, lf, bg, floor, tn, cour, t, steps, last_
             if not math.isfinite(out):
                 bad = True
         low[i] = bad or bg[r] + mn < floor[i]
+        count += low[i]
         t[r] = tn[i]
         steps[r] += 1
         last_dt[r] = d
         courant[r] = max(courant[r], cour[i])
+    return count
 
 
 @njit(cache=True, nogil=True)
@@ -266,8 +269,9 @@ def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour,
            last_dt, courant, low):
     """q+ = q + (dt/6)(k12 + 4 k3) with Kahan compensation carried in comp (and the same for
     the atoms); the clock, step count, last dt and largest Courant number; low[i]: the
-    density went below floor (negative or non-finite)."""
+    density went below floor (negative or non-finite). Returns the number of such rows."""
     n_rows, m = k12.shape
+    count = 0
     for i in range(n_rows):
         r = rows[i]
         h = dt[i] / 6.0
@@ -284,10 +288,12 @@ def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour,
             x[r, s], xcomp[r, s] = _kahan(x[r, s], h * (kx12[i, s] + 4.0 * kx3[i, s]),
                                           xcomp[r, s])
         low[i] = bad or bg[r] + mn < floor[i]
+        count += low[i]
         t[r] = tn[i]
         steps[r] += 1
         last_dt[r] = dt[i]
         courant[r] = max(courant[r], cour[i])
+    return count
 
 
 @njit(cache=True, nogil=True)
