@@ -41,8 +41,10 @@ from solvers.atom_kernels import atom_terms, significant_modes
 from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION, AtomicCircle
 from solvers.ensemble_kernels import (
     centres_flux,
+    centres_flux_given,
     choose_dt,
     faces_flux,
+    faces_flux_given,
     finish,
     finish_euler,
     load_stage,
@@ -112,20 +114,28 @@ def _flux(base) -> str | None:
     return {FiniteVolume: "faces", Rusanov: "rusanov", LaxFriedrichs: "lf"}.get(type(base))
 
 
-def batchable(scheme) -> bool:
-    """Whether ``scheme`` can be a member: a circle scheme of ``solvers.circle.SCHEMES``
-    (fv2, rusanov, lf; SSP-RK3 or Euler, adaptive or fixed steps) with the exponential-kernel
-    convolution drift on pyfftw, or fv2 with adaptive SSP-RK3 inside ``AtomicCircle``."""
+def _spectral(base) -> bool:
+    """Whether the member's velocities come from the batched transforms: the
+    exponential-kernel convolution drift on pyfftw (a fast length); any other drift computes
+    its velocities itself, row by row, and the ensemble batches the rest of the step."""
     from solvers.drifts.convolution import Convolution
 
+    d = base.drift
+    return (type(d) is Convolution and d.user_kernel is None
+            and base.grid.fft.backend == "pyfftw" and not d._conv_op.padded)
+
+
+def batchable(scheme) -> bool:
+    """Whether ``scheme`` can be a member: a circle scheme of ``solvers.circle.SCHEMES``
+    (fv2, rusanov, lf; SSP-RK3 or Euler, adaptive or fixed steps) with any drift, or fv2 with
+    adaptive SSP-RK3 and the spectral convolution drift inside ``AtomicCircle``."""
     base = _base(scheme)
-    if _flux(base) is None or type(base.drift) is not Convolution:
+    if _flux(base) is None:
         return False
-    if type(scheme) is AtomicCircle and (_flux(base) != "faces" or base.integrator != "ssprk3"
-                                         or base.step_size is not None):
-        return False
-    return (base.drift.user_kernel is None and base.grid.fft.backend == "pyfftw"
-            and not base.drift._conv_op.padded)
+    if type(scheme) is AtomicCircle:
+        return (_flux(base) == "faces" and base.integrator == "ssprk3"
+                and base.step_size is None and _spectral(base))
+    return type(scheme) is type(base)
 
 
 @dataclass
@@ -149,12 +159,13 @@ class CircleEnsemble:
 
     @classmethod
     def key(cls, scheme) -> tuple | None:
-        """Members with equal keys share an ensemble: (M, flux family, integrator, limiter)
-        of a batchable scheme."""
+        """Members with equal keys share an ensemble: (M, flux family, integrator, limiter,
+        spectral drift) of a batchable scheme."""
         if not batchable(scheme):
             return None
         base = _base(scheme)
-        return (base.cells, _flux(base), base.integrator, getattr(base, "limiter_theta", 2.0))
+        return (base.cells, _flux(base), base.integrator, getattr(base, "limiter_theta", 2.0),
+                _spectral(base))
 
     def __init__(self, schemes: list | tuple = ()) -> None:
         self.schemes: list = []
@@ -174,7 +185,7 @@ class CircleEnsemble:
         if not self.schemes:
             base = _base(scheme)
             self.cells, self.dx, self.theta = base.cells, base.dx, base.theta
-            self.flux, self.integrator, self.limiter = key[1:]
+            self.flux, self.integrator, self.limiter, self.spectral = key[1:]
             self._key = key
         elif key != self._key:
             raise ValueError("ensemble members must share the grid, the flux family, the "
@@ -221,24 +232,12 @@ class CircleEnsemble:
             d = [b.drift for b in bases]
             c: dict[str, Any] = {
                 "atomic": np.array([type(s) is AtomicCircle for s in self.schemes]),
-                "mult": np.stack([x._conv for x in d]),
-                "usa": np.array([x.model == "usa" for x in d]),
-                "scale": np.array([x.rate / x.dx for x in d]),
-                "rate": np.array([x.rate for x in d]),
-                "beta": np.array([float(x.beta) for x in d]),
-                "conv0": np.array([x._conv[0].real for x in d]),
                 "cfl": np.array([b.cfl for b in bases]),
                 "fixed": np.array([b.step_size or 0.0 for b in bases]),
-                "grad": np.stack([x._grad for x in d]),
                 "acc": np.array([b.accuracy_dt for b in bases]),
                 "accuracy": np.array([b.accuracy for b in bases]),
                 "pf": np.array([b.positivity_factor for b in bases]),
                 "floor": np.array([-1e-12 * b.reference_density for b in bases]),
-                "amult": np.stack([x._atom_mult for x in d]),
-                "pgrad": np.stack([x._half_shift * x._point_weights * x._grad for x in d]),
-                "pconv": np.stack([x._half_shift * x._point_weights * x._conv for x in d]),
-                "modes": np.array([significant_modes(x._atom_mult, x._grad, x._conv)
-                                   for x in d], np.int64),
                 "window": np.array([getattr(s, "merge_window", 0.0) for s in self.schemes]),
                 "level": np.array([getattr(s, "capture_level", 2.0) for s in self.schemes]),
                 "min_mass": np.array([getattr(s, "capture_min_mass", 0.0)
@@ -248,6 +247,27 @@ class CircleEnsemble:
                 "residual": np.array([getattr(s, "residual_mass", 0.0)
                                       for s in self.schemes]),
             }
+            if self.spectral:
+                c |= {
+                    "mult": np.stack([x._conv for x in d]),
+                    "grad": np.stack([x._grad for x in d]),
+                    "usa": np.array([x.model == "usa" for x in d]),
+                    "scale": np.array([x.rate / x.dx for x in d]),
+                    "rate": np.array([x.rate for x in d]),
+                    "beta": np.array([float(x.beta) for x in d]),
+                    "conv0": np.array([x._conv[0].real for x in d]),
+                    "amult": np.stack([x._atom_mult for x in d]),
+                    "pgrad": np.stack([x._half_shift * x._point_weights * x._grad
+                                       for x in d]),
+                    "pconv": np.stack([x._half_shift * x._point_weights * x._conv
+                                       for x in d]),
+                    "modes": np.array([significant_modes(x._atom_mult, x._grad, x._conv)
+                                       for x in d], np.int64),
+                }
+            else:       # the drifts give their velocities; the atoms' inputs stay unused
+                n = len(d)
+                c |= {"usa": np.zeros(n, np.bool_), "rate": np.zeros(n),
+                      "beta": np.zeros(n), "conv0": np.zeros(n)}
             self._const = c
             self._bases = bases
         return self._const
@@ -350,6 +370,7 @@ class CircleEnsemble:
             # flags and the atom-free rows' inputs, so that a step without atomic members
             # does no per-step work for atoms
             g["atomic_any"], g["fixed_any"] = bool(g["atomic"].any()), bool(g["fixed"].any())
+            g["bases_"] = [self._bases[r] for r in rows.tolist()]
             g["no_atoms"] = (np.zeros(n, np.int64), np.zeros((n, 0)), np.zeros(n),
                              np.zeros(n, np.bool_))
             cache[1][key] = g
@@ -361,6 +382,9 @@ class CircleEnsemble:
         xs (atoms): k (dq/dt), kx (the atoms' velocities), the max face and atom speeds."""
         rin, cout, cin, rout, fwd, bwd = plan
         n = self.cells
+        if not self.spectral:
+            self._given(rin, g, k, speed)
+            return
         if self.flux != "faces":
             self._centres(plan, g, k, speed)
             return
@@ -374,6 +398,23 @@ class CircleEnsemble:
         bwd.execute()
         faces_flux(rout, 1.0 / n, rin, g["usa"], g["scale"], g["beta"], g["shift_"], self.dx,
                    g["bg_"], self.limiter, 1.0 / self.dx, g["still_"], k, speed)
+
+    def _given(self, rin: np.ndarray, g: dict, k: np.ndarray, speed: np.ndarray) -> None:
+        """The right-hand side with velocities from each member's own drift (called on a
+        copy of its stage state, as its scheme's ``rhs`` would), the flux batched."""
+        n_rows, m = rin.shape
+        vel = np.empty((n_rows, m))
+        faces = self.flux == "faces"
+        for i, b in enumerate(g["bases_"]):
+            d = b.drift
+            vel[i] = d.face_velocity(rin[i].copy()) if faces else \
+                d.centre_velocity(rin[i].copy())
+        if faces:
+            faces_flux_given(vel, rin, g["bg_"], self.limiter, 1.0 / self.dx, k, speed)
+        else:
+            lf = self.flux == "lf"
+            centres_flux_given(vel, rin, g["bg_"], lf, 0.5 / self.dx if lf else -1.0 / self.dx,
+                               k, speed)
 
     def _centres(self, plan: tuple, g: dict, k: np.ndarray, speed: np.ndarray) -> None:
         """Rusanov's or Lax-Friedrichs' right-hand side: the centre velocities by the spectral

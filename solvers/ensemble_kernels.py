@@ -31,6 +31,38 @@ def _slope(left, right, limiter):
     return s if left * right > 0.0 else s * 0.0
 
 
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _fv2_row(v, qr, bg, limiter, inv_dx, still, out, qq, d, slope, flux):
+    """``FiniteVolume.rhs`` at the state qr with face velocities v (v[j] at face j + 1/2):
+    -(F_{j+1/2} - F_{j-1/2})/dx into out (0 if ``still``: atoms alone); returns max |v|.
+    qq, d, slope, flux: work arrays of length M + 1 (periodic copies at index M)."""
+    m = qr.size
+    for j in range(m):
+        qq[j] = qr[j]
+    qq[m] = qq[0]
+    d[0] = qq[0] - qq[m - 1]                  # d[j] = q_j - q_{j-1}
+    for j in range(1, m + 1):
+        d[j] = qq[j] - qq[j - 1]
+    for j in range(m):
+        slope[j] = _slope(d[j], d[j + 1], limiter)
+    slope[m] = slope[0]
+    top = 0.0                                 # max(max v+, -min v-) = max |v|
+    for j in range(m):
+        top = max(top, abs(v[j]))
+    if still:
+        out[:] = 0.0
+        return top
+    for j in range(m):
+        vf = v[j]
+        # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
+        flux[j + 1] = (qq[j] + slope[j] * 0.5) * max(vf, 0.0) \
+            + min(vf, 0.0) * (qq[j + 1] - slope[j + 1] * 0.5) + vf * bg
+    flux[0] = flux[m]
+    for j in range(m):
+        out[j] = (flux[j + 1] - flux[j]) * -inv_dx
+    return top
+
+
 @njit(cache=True, fastmath=False, nogil=True)
 def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, inv_dx,
                still, out, speed):
@@ -42,8 +74,8 @@ def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, 
     n_rows, m = q.shape
     v = np.empty(m)
     c = np.empty(m + 1)
-    d = np.empty(m + 1)
     qq = np.empty(m + 1)
+    d = np.empty(m + 1)
     slope = np.empty(m + 1)
     flux = np.empty(m + 1)
     # simple loops with periodic copies at index m (no branches: they vectorise)
@@ -62,31 +94,51 @@ def faces_flux(raw, inv_n, q, usa, scale, beta, shift, dx, background, limiter, 
         else:
             for j in range(m):
                 v[j] = (c[j + 1] - c[j]) / (dx * 1.0)
+        speed[r] = _fv2_row(v, q[r], background[r], limiter, inv_dx, still[r], out[r], qq,
+                            d, slope, flux)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def faces_flux_given(vel, q, background, limiter, inv_dx, out, speed):
+    """``FiniteVolume.rhs`` for every row i with the face velocities vel[i] computed by the
+    member's own drift (any drift), and the max face speed."""
+    n_rows, m = q.shape
+    qq = np.empty(m + 1)
+    d = np.empty(m + 1)
+    slope = np.empty(m + 1)
+    flux = np.empty(m + 1)
+    for r in range(n_rows):
+        speed[r] = _fv2_row(vel[r], q[r], background[r], limiter, inv_dx, False, out[r], qq,
+                            d, slope, flux)
+
+
+@njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _centres_row(v, qr, bg, lf, scale, out, f, a, flux):
+    """``Rusanov.rhs`` (``lf`` False; scale = -1/dx) or ``LaxFriedrichs.rhs`` (``lf`` True;
+    scale = 0.5/dx) at the state qr with the centre velocities v[j + 1] = v_j (v[0], v[M + 1]
+    its periodic copies) into out; returns max |v|. f, a, flux: work arrays."""
+    m = qr.size
+    top = 0.0
+    for j in range(1, m + 1):
+        top = max(top, abs(v[j]))
+    for j in range(m):
+        f[j + 1] = (qr[j] + bg) * v[j + 1]
+    f[0], f[m + 1] = f[m], f[1]
+    if lf:
+        # -(f_{j+1} - f_{j-1}) / (2 dx)
         for j in range(m):
-            qq[j] = q[r, j]
-        qq[m] = qq[0]
-        d[0] = qq[0] - qq[m - 1]                  # d[j] = q_j - q_{j-1}
-        for j in range(1, m + 1):
-            d[j] = qq[j] - qq[j - 1]
-        for j in range(m):
-            slope[j] = _slope(d[j], d[j + 1], limiter)
-        slope[m] = slope[0]
-        top = 0.0                                 # max(max v+, -min v-) = max |v|
-        for j in range(m):
-            top = max(top, abs(v[j]))
-        speed[r] = top
-        if still[r]:
-            out[r, :] = 0.0
-            continue
-        bg = background[r]
-        for j in range(m):
-            vf = v[j]
-            # F_{j+1/2} = v+ (q_j + s_j/2) + v- (q_{j+1} - s_{j+1}/2) + pbar v
-            flux[j + 1] = (qq[j] + slope[j] * 0.5) * max(vf, 0.0) \
-                + min(vf, 0.0) * (qq[j + 1] - slope[j + 1] * 0.5) + vf * bg
-        flux[0] = flux[m]
-        for j in range(m):
-            out[r, j] = (flux[j + 1] - flux[j]) * -inv_dx
+            out[j] = (f[j] - f[j + 2]) * scale
+        return top
+    # flux_j at face j + 1/2 = (f_j + f_{j+1})/2 - max(|v_j|, |v_{j+1}|) (q_{j+1} - q_j)/2
+    for j in range(m + 1):
+        a[j] = abs(v[j + 1])
+    for j in range(m):
+        jn = j + 1 if j + 1 < m else 0
+        flux[j + 1] = 0.5 * (f[j + 1] + f[j + 2]) - 0.5 * max(a[j], a[j + 1]) * (qr[jn] - qr[j])
+    flux[0] = flux[m]
+    for j in range(m):
+        out[j] = (flux[j + 1] - flux[j]) * scale
+    return top
 
 
 @njit(cache=True, fastmath=False, nogil=True)
@@ -95,8 +147,8 @@ def centres_flux(rawg, rawc, inv_n, q, usa, rate, beta, shift, background, lf, s
     """For every row i: the centre velocities of ``Convolution.centre_velocity`` from the
     unnormalised inverse FFTs rawg[i] (derivative) and rawc[i] (potential; SA only) (USA
     v = (g / n) rate; SA v = (g / n) / (beta (c / n + shift)), / 1 at beta = 0), then the
-    right-hand side of ``Rusanov.rhs`` (``lf`` False; scale = -1/dx) or ``LaxFriedrichs.rhs``
-    (``lf`` True; scale = 0.5/dx) at the state q[i] (out[i]) and max |v| (speed[i])."""
+    right-hand side of ``Rusanov.rhs`` or ``LaxFriedrichs.rhs`` (``_centres_row``) at the
+    state q[i] (out[i]) and max |v| (speed[i])."""
     n_rows, m = q.shape
     v = np.empty(m + 2)
     f = np.empty(m + 2)
@@ -115,29 +167,23 @@ def centres_flux(rawg, rawc, inv_n, q, usa, rate, beta, shift, background, lf, s
             for j in range(m):
                 v[j + 1] = (rawg[r, j] * inv_n) / 1.0
         v[0], v[m + 1] = v[m], v[1]               # periodic copies: v[j + 1] = v_j
-        top = 0.0
-        for j in range(1, m + 1):
-            top = max(top, abs(v[j]))
-        speed[r] = top
-        bg = background[r]
+        speed[r] = _centres_row(v, q[r], background[r], lf, scale, out[r], f, a, flux)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def centres_flux_given(vel, q, background, lf, scale, out, speed):
+    """``_centres_row`` for every row i with the centre velocities vel[i] computed by the
+    member's own drift (any drift), and max |v|."""
+    n_rows, m = q.shape
+    v = np.empty(m + 2)
+    f = np.empty(m + 2)
+    a = np.empty(m + 1)
+    flux = np.empty(m + 1)
+    for r in range(n_rows):
         for j in range(m):
-            f[j + 1] = (q[r, j] + bg) * v[j + 1]
-        f[0], f[m + 1] = f[m], f[1]
-        if lf:
-            # -(f_{j+1} - f_{j-1}) / (2 dx)
-            for j in range(m):
-                out[r, j] = (f[j] - f[j + 2]) * scale
-            continue
-        # flux_j at face j + 1/2 = (f_j + f_{j+1})/2 - max(|v_j|, |v_{j+1}|) (q_{j+1} - q_j)/2
-        for j in range(m + 1):
-            a[j] = abs(v[j + 1])
-        for j in range(m):
-            jn = j + 1 if j + 1 < m else 0
-            flux[j + 1] = 0.5 * (f[j + 1] + f[j + 2]) \
-                - 0.5 * max(a[j], a[j + 1]) * (q[r, jn] - q[r, j])
-        flux[0] = flux[m]
-        for j in range(m):
-            out[r, j] = (flux[j + 1] - flux[j]) * scale
+            v[j + 1] = vel[r, j]
+        v[0], v[m + 1] = v[m], v[1]
+        speed[r] = _centres_row(v, q[r], background[r], lf, scale, out[r], f, a, flux)
 
 
 @njit(cache=True, nogil=True)

@@ -72,6 +72,34 @@ def test_every_circle_scheme_batches_bitwise(scheme, kw):
             assert (m.stats.compensation is None) == (one[3].compensation is None)
 
 
+@pytest.mark.parametrize("scheme", ["fv2", "rusanov", "lf"])
+def test_members_with_any_drift_batch_bitwise(scheme):
+    """Drifts without batched transforms (general attention B, V for SA and USA; a rigid
+    rotation) give their velocities row by row, the ensemble batches the fluxes and the
+    steps: bitwise each scheme advanced alone."""
+    from solvers.drifts import GeneralAttention, RigidRotation
+
+    def drift(k):
+        return [GeneralAttention(3.0, "sa", B=[[2.0, 0.3], [0.0, 1.0]],
+                                 V=[[1.0, 0.5], [0.0, 1.0]]),
+                GeneralAttention(2.0, "usa", B=[[1.0, 0.0], [0.2, 1.5]]),
+                RigidRotation(1.3)][k]
+
+    members, singles = [], []
+    for k in range(3):
+        p0 = initial.white_noise(128, 0.01, seed=k)
+        one = make_scheme(scheme, 128, drift=drift(k))
+        singles.append([one, one.split(one.check_density(p0)), 0.0, StepStats()])
+        s = make_scheme(scheme, 128, drift=drift(k))
+        members.append(Member(s, s.split(s.check_density(p0)), 0.0, StepStats()))
+    ens = CircleEnsemble([m.scheme for m in members])
+    for target in (0.5, 1.5):
+        assert ens.advance(members, np.full(3, target)) == [None] * 3
+        for one, m in zip(singles, members, strict=True):
+            one[1], one[2] = one[0].advance(one[1], one[2], target, one[3])
+            assert m.stats.steps == one[3].steps and np.array_equal(m.q, one[1])
+
+
 def test_a_fixed_step_beyond_the_bound_warns_and_fails_alone():
     """Lax-Friedrichs with a fixed dt ~6x the positivity bound: the single run's CFLWarning
     once, then its negative-density failure with its message; the other member is its

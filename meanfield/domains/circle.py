@@ -276,13 +276,11 @@ class Circle(Domain):
             raise InputError("discretization.dt_per_dx", "applies to scheme 'lf' only")
 
     def ensemble_key(self, cfg: dict) -> tuple | None:
-        """Runs with the convolution drift batch together by grid, scheme and integrator
+        """Circle runs batch together by grid, scheme, integrator and drift
         (``solvers.ensemble.CircleEnsemble``; atoms: fv2 with adaptive SSP-RK3)."""
         d = cfg["discretization"]
-        if drift_name(cfg) != "convolution":
-            return None
         integrator = "euler" if d["scheme"] == "lf" else d["integrator"]
-        return ("circle", d["cells"], d["scheme"], integrator)
+        return ("circle", d["cells"], d["scheme"], integrator, drift_name(cfg))
 
     def problem(self, cfg: dict) -> CircleProblem:
         return CircleProblem(cfg)
