@@ -51,6 +51,7 @@ from solvers.ensemble_kernels import (
     periodic_events,
     stage_three,
 )
+from solvers.particles.ensemble import ParticleEnsemble
 from solvers.stepping import SolverError, StepStats
 from solvers.zonal_ensemble import ZonalEnsemble
 
@@ -616,7 +617,7 @@ class Ensemble(Protocol):
 
 
 #: the batched steppers, tried in order (one line per new kind of member)
-ENSEMBLES: tuple[type, ...] = (CircleEnsemble, ZonalEnsemble)
+ENSEMBLES: tuple[type, ...] = (CircleEnsemble, ZonalEnsemble, ParticleEnsemble)
 
 
 def ensemble_key(scheme) -> tuple | None:

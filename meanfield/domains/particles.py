@@ -416,6 +416,15 @@ class Particles(Domain):
                              "particles.qkv = 'identity' (gamma_max is known only then): use "
                              "time.t_end_units = 'time'")
 
+    def ensemble_key(self, cfg: dict) -> tuple | None:
+        """Fixed-step runs of the papers' rules (euler, euler-unprojected) batch together by
+        N and d (``solvers.particles.ensemble``; masks, frozen tokens and beta = inf step
+        alone)."""
+        p = cfg["particles"]
+        if p["integrator"] not in ("euler", "euler-unprojected"):
+            return None
+        return ("particles", p["count"], cfg["model"]["dim"], p["integrator"])
+
     def problem(self, cfg: dict) -> ParticlesProblem:
         return ParticlesProblem(cfg)
 

@@ -23,8 +23,14 @@ At every output time each system records P (the fraction of ordered pairs i != j
 linked to it; exact for clusters narrower than the link) and Ebar = n^{-2} sum_ij
 e^{beta (<x_i, x_j> - 1)} (the energy of B = I, a geometric clustering measure for any B).
 
+The step is one function for every batched particle run: :func:`march` (unit vectors) and
+:func:`march_angles` (angles, d = 2, B = V = I) take systems with per-row parameters (beta,
+model, prefactor, rule, B, V, steps); ``run_batch`` calls ``march`` once for its whole
+schedule (every system its own row, statistics at the outputs), and
+``solvers.particles.ensemble.ParticleEnsemble`` once per step (members' rows, one step each).
+
 Compiled with numba (``cache=True``: the first call in a fresh environment compiles, about
-2 s; later processes load the cache).
+20 s on 2 cores; later processes load the cache in about 1 s).
 """
 
 from __future__ import annotations
@@ -168,47 +174,118 @@ def _step_identity_blas(x, beta, h, usa, factor, project, s, w):
 BLAS_DIM = 16
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _run_identity(x, beta, steps, n_steps, usa, factor, project, delta, cdelta, p, c, e):
-    n_sys, n, d = x.shape
-    n_out = n_steps.size
+@njit(cache=True, fastmath=False)
+def _step_angles(th, beta, h, usa, factor, project, num, den, rad):
+    """One step of one system of angles (d = 2, B = V = I; num, den, rad: (n,) scratch), the
+    single run's direct circle sums (``summation.direct_angle_sums``): with d = th_i - th_j,
+    e = e^{beta (cos d - 1)} (once per pair: even in d), num_i = sum_j e sin d,
+    den_i = sum_j e, rad_i = sum_j e cos d; fac = 1/den_i (SA) or ``factor`` (USA,
+    a_N e^{log_rate}); f_t = -fac num_i, f_r = fac rad_i; ``euler`` th += h f_t,
+    ``euler-unprojected`` th += atan2(h f_t, 1 + h f_r) (the angle of x + h u)."""
+    n = th.shape[0]
+    for i in range(n):
+        num[i] = 0.0
+        den[i] = 1.0
+        rad[i] = 1.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = th[i] - th[j]
+            c = math.cos(d)
+            e = math.exp((c - 1.0) * beta)
+            es = e * math.sin(d)
+            num[i] += es
+            num[j] -= es
+            den[i] += e
+            den[j] += e
+            ec = e * c
+            rad[i] += ec
+            rad[j] += ec
+    for i in range(n):
+        fac = factor if usa else 1.0 / den[i]
+        f_t = -fac * num[i]
+        if project:
+            th[i] += h * f_t
+        else:
+            th[i] += math.atan2(h * f_t, 1.0 + h * (fac * rad[i]))
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _finite(x):
+    for v in x.ravel():
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _march_one(xb, r, h, counts, beta, usa, factor, project, general, bt, vt, which, record,
+               delta, cdelta, p, c, e):
+    """One system xb (n, d) of row r through the steps h[r] (h[0] when h has one row):
+    counts[o] steps, then (``record``) its statistics into p[o], c[o], e[o]. Returns
+    whether xb is finite."""
+    n, d = xb.shape
+    hr = r if h.shape[0] > 1 else 0
+    gen = general[r]
     blas = d > BLAS_DIM
-    for b in prange(n_sys):
-        s = np.empty((n, d))
-        z = np.empty(n)
-        w = np.empty((n, n))
-        k = 0
-        for o in range(n_out):
-            for _ in range(n_steps[o]):
-                if blas:
-                    _step_identity_blas(x[b], beta[b], steps[k], usa, factor[b], project, s,
-                                        w)
-                else:
-                    _step_identity(x[b], beta[b], steps[k], usa, factor[b], project, s, z)
-                k += 1
-            _stats_identity(x[b], beta[b], delta, cdelta, p[b, o:o + 1], c[b, o:o + 1],
-                            e[b, o:o + 1])
+    s = np.empty((n, d))
+    z = np.empty(n)
+    w = np.empty((n, n) if gen or blas else (0, 0))
+    y = np.empty((n, d) if gen else (0, 0))
+    vx = np.empty((n, d) if gen else (0, 0))
+    m = which[r]
+    k = 0
+    for o in range(counts.size):
+        for _ in range(counts[o]):
+            if gen:
+                _step_general(xb, bt[m], vt[m], beta[r], h[hr, k], usa[r], factor[r],
+                              project[r], y, vx, s, w)
+            elif blas:
+                _step_identity_blas(xb, beta[r], h[hr, k], usa[r], factor[r], project[r], s,
+                                    w)
+            else:
+                _step_identity(xb, beta[r], h[hr, k], usa[r], factor[r], project[r], s, z)
+            k += 1
+        if record:
+            _stats_identity(xb, beta[r], delta, cdelta, p[o:o + 1], c[o:o + 1], e[o:o + 1])
+    return _finite(xb)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _run_general(x, bm, vm, which, beta, steps, n_steps, usa, factor, project, delta, cdelta,
-                 p, c, e):
-    n_sys, n, d = x.shape
-    n_out = n_steps.size
-    for b in prange(n_sys):
-        y = np.empty((n, d))
-        vx = np.empty((n, d))
-        s = np.empty((n, d))
-        w = np.empty((n, n))
-        m = which[b]              # the system's matrices
-        k = 0
-        for o in range(n_out):
-            for _ in range(n_steps[o]):
-                _step_general(x[b], bm[m], vm[m], beta[b], steps[k], usa, factor[b], project,
-                              y, vx, s, w)
-                k += 1
-            _stats_identity(x[b], beta[b], delta, cdelta, p[b, o:o + 1], c[b, o:o + 1],
-                            e[b, o:o + 1])
+def march(x, systems, owner, h, counts, beta, usa, factor, project, general, bt, vt, which,
+          record, delta, cdelta, p, c, e, ok):
+    """The batched particle step on unit vectors, parallel over systems: system
+    x[systems[i]] (n, d) of row r = owner[i] takes the steps h[r, :] (or h[0, :], shared),
+    ``counts[o]`` of them before output o, where (``record``) P, the cluster count and Ebar
+    go to p[i, o], c[i, o], e[i, o] (``_stats_identity``); ok[i]: finite afterwards.
+
+    Per row: beta[r], usa[r], factor[r] (USA prefactor: B = I, a_N e^{log_rate} times the
+    kernel e^{beta(<x_i, x_j> - 1)}; general, a_N e^{log_rate - beta} times
+    e^{beta max_j s_ij}), project[r] (``euler``, else ``euler-unprojected``) and general[r]
+    (s_ij = <x_i, B x_j>, values V x_j with bt[which[r]] = B^T, vt[which[r]] = V^T; else
+    B = V = I, BLAS above d = BLAS_DIM)."""
+    for i in prange(systems.size):
+        ok[i] = _march_one(x[systems[i]], owner[i], h, counts, beta, usa, factor, project,
+                           general, bt, vt, which, record, delta, cdelta, p[i], c[i], e[i])
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _march_angles_one(tb, r, h, beta, usa, factor, project):
+    n = tb.shape[0]
+    hr = r if h.shape[0] > 1 else 0
+    num = np.empty(n)
+    den = np.empty(n)
+    rad = np.empty(n)
+    for k in range(h.shape[1]):
+        _step_angles(tb, beta[r], h[hr, k], usa[r], factor[r], project[r], num, den, rad)
+    return _finite(tb)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def march_angles(th, systems, owner, h, beta, usa, factor, project, ok):
+    """:func:`march` for angles th (systems, n) (d = 2, B = V = I; ``_step_angles``), every
+    step of h[r] (no statistics)."""
+    for i in prange(systems.size):
+        ok[i] = _march_angles_one(th[systems[i]], owner[i], h, beta, usa, factor, project)
 
 
 def step_schedule(times: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -259,10 +336,7 @@ def run_batch(x: np.ndarray, beta: np.ndarray, times: np.ndarray, dt: float, *,
     p = np.empty((n_sys, counts.size))
     c = np.empty((n_sys, counts.size), np.int64)
     e = np.empty((n_sys, counts.size))
-    if not general:
-        _run_identity(x, beta, steps, counts, usa, factor, rule == "euler", float(delta),
-                      float(cluster_delta), p, c, e)
-    else:
+    if general:
         bm = np.eye(d) if B is None else np.asarray(B, float)
         vm = np.eye(d) if V is None else np.asarray(V, float)
         per = bm.ndim == 3 or vm.ndim == 3
@@ -270,9 +344,18 @@ def run_batch(x: np.ndarray, beta: np.ndarray, times: np.ndarray, dt: float, *,
         vm = np.broadcast_to(vm, bm.shape)
         bm = np.ascontiguousarray(np.swapaxes(bm, 1, 2))     # B^T, V^T per system
         vm = np.ascontiguousarray(np.swapaxes(vm, 1, 2))
-        which = np.arange(n_sys) if per else np.zeros(n_sys, np.int64)
-        _run_general(x, bm, vm, which, beta, steps, counts, usa, factor, rule == "euler",
-                     float(delta), float(cluster_delta), p, c, e)
+        which = np.arange(n_sys, dtype=np.int64) if per else np.zeros(n_sys, np.int64)
+    else:
+        bm = vm = np.empty((0, d, d))
+        which = np.zeros(n_sys, np.int64)
+    # every system is its own row of ``march`` (the particle ensembles' step); the whole
+    # schedule in one call, each system's tokens in cache for all its steps
+    rows = np.arange(n_sys, dtype=np.int64)
+    flags = {k: np.full(n_sys, v) for k, v in (("usa", usa), ("project", rule == "euler"),
+                                               ("general", general))}
+    march(x, rows, rows, steps[None], counts, beta, flags["usa"], factor, flags["project"],
+          flags["general"], bm, vm, which, True, float(delta), float(cluster_delta), p, c, e,
+          np.empty(n_sys, np.bool_))
     if x.dtype != np.float64 or not np.all(np.isfinite(x)):
         raise InputError("dt", "the run produced non-finite positions (USA at large beta: "
                          "a smaller dt or time_unit = 'scaled')")
