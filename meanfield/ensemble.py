@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 #: members per ensemble (benchmarks/bench_ensemble.py on this 2-core machine, M = 512, members
-#: with atoms: 4x, 14x, 19-23x, 21x the single run's member-steps/s at 1, 8, 32, 64 members;
-#: without atoms 2.3-2.6x, 11-12x, 16-19x, 15-16x). Gains stop growing past ~32 rows at
-#: M = 512 (the stepper works in cache-sized blocks, ``solvers.ensemble.BLOCK_CELLS``), while
-#: a larger ensemble still amortises the per-step Python work over more members; the sweep
-#: splits the runs so that every worker gets an ensemble.
+#: with atoms: 4.4x, 15x, 19x, 22x the single run's member-steps/s at 1, 8, 32, 64 members;
+#: without atoms 2.6x, 7.3x, 11x, 11x; zonal 3.6x, 7.9x, 15x, 15x). Gains stop growing past
+#: ~32 rows at M = 512 (the stepper works in cache-sized blocks, ``solvers.ensemble.
+#: BLOCK_CELLS``), while a larger ensemble still amortises the per-step Python work over more
+#: members; the sweep splits the runs so that every worker gets an ensemble.
 DEFAULT_BATCH = 64
 
 
