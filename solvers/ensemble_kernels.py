@@ -132,9 +132,10 @@ def _centres_row(v, qr, bg, lf, scale, out, f, a, flux):
     # flux_j at face j + 1/2 = (f_j + f_{j+1})/2 - max(|v_j|, |v_{j+1}|) (q_{j+1} - q_j)/2
     for j in range(m + 1):
         a[j] = abs(v[j + 1])
-    for j in range(m):
-        jn = j + 1 if j + 1 < m else 0
-        flux[j + 1] = 0.5 * (f[j + 1] + f[j + 2]) - 0.5 * max(a[j], a[j + 1]) * (qr[jn] - qr[j])
+    for j in range(m - 1):
+        flux[j + 1] = 0.5 * (f[j + 1] + f[j + 2]) - 0.5 * max(a[j], a[j + 1]) * (qr[j + 1]
+                                                                                 - qr[j])
+    flux[m] = 0.5 * (f[m] + f[m + 1]) - 0.5 * max(a[m - 1], a[m]) * (qr[0] - qr[m - 1])
     flux[0] = flux[m]
     for j in range(m):
         out[j] = (flux[j + 1] - flux[j]) * scale
