@@ -159,6 +159,26 @@ class DensityCluster:
     core_mass: float  # mass inside the core
 
 
+def _cores(p: np.ndarray, level: float, min_mass: float):
+    """The cluster cores of ``density_clusters``: None (no cell above the level), "all"
+    (every cell above), or (shift, p rolled by -shift, [(start, end) of each core in the
+    rolled cells]) with index 0 of the rolled cells below the level (runs never wrap)."""
+    dx = TWO_PI / p.size
+    above = p > level * p.mean()
+    if not above.any():
+        return None
+    if above.all():
+        return "all"
+    shift = int(np.argmin(above))
+    a = np.roll(above, -shift)
+    edges = np.diff(np.concatenate([[0], a.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    pr = np.roll(p, -shift)
+    cores = [(s, e) for s, e in zip(starts, ends, strict=True)
+             if pr[s:e].sum() * dx >= min_mass]
+    return shift, pr, cores
+
+
 def density_clusters(p: np.ndarray, *, level: float = 2.0,
                      min_mass: float = 0.01) -> list[DensityCluster]:
     """Clusters of a density on M uniform cells of [0, 2 pi).
@@ -174,22 +194,15 @@ def density_clusters(p: np.ndarray, *, level: float = 2.0,
     p = np.asarray(p, float)
     m = p.size
     dx = TWO_PI / m
-    above = p > level * p.mean()
-    if not above.any():
+    found = _cores(p, level, min_mass)
+    if found is None:
         return []
     theta = (np.arange(m) + 0.5) * dx
-    if above.all():
+    if found == "all":
         total = float(p.sum() * dx)
         return [DensityCluster(float(np.angle(np.sum(p * np.exp(1j * theta))) % TWO_PI),
                                total, TWO_PI, total)]
-    # rotate so that index 0 is below the level: runs never wrap
-    shift = int(np.argmin(above))
-    a = np.roll(above, -shift)
-    edges = np.diff(np.concatenate([[0], a.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    pr = np.roll(p, -shift)
-    cores = [(s, e) for s, e in zip(starts, ends, strict=True)
-             if pr[s:e].sum() * dx >= min_mass]
+    shift, pr, cores = found
     if not cores:
         return []
     # basin boundaries: the minimum of p in each gap between consecutive cores (cyclically)
@@ -218,11 +231,20 @@ def density_cluster_count(p: np.ndarray, *, level: float = 2.0, min_mass: float 
     """Number of clusters once the pattern has formed: the number of cores if they hold at
     least ``clustered_fraction`` of the mass, else 0 (uniform, or clusters still forming,
     which would otherwise show as a staircase 1, 2, ... as bumps cross the level in turn)."""
-    clusters = density_clusters(p, level=level, min_mass=min_mass)
-    total = float(np.sum(p)) * TWO_PI / p.size
-    if sum(c.core_mass for c in clusters) < clustered_fraction * total:
+    p = np.asarray(p, float)
+    dx = TWO_PI / p.size
+    found = _cores(p, level, min_mass)     # the cores alone: no basins, no centres
+    if found is None:
         return 0
-    return len(clusters)
+    if found == "all":
+        core_masses = [float(p.sum() * dx)]
+    else:
+        _, pr, cores = found
+        core_masses = [float(pr[s:e].sum() * dx) for s, e in cores]
+    total = float(np.sum(p)) * TWO_PI / p.size
+    if sum(core_masses) < clustered_fraction * total:
+        return 0
+    return len(core_masses)
 
 
 def wasserstein1_circle(p: np.ndarray, q: np.ndarray | None = None) -> float:
