@@ -3,10 +3,11 @@ the scheme family but each has its own beta, model, time unit, initial data, ato
 (adaptive or fixed), output times, step limit and stop rules.
 
 ``CircleEnsemble`` takes the circle schemes (``solvers.circle``: fv2, rusanov, lf; SSP-RK3 or
-Euler) with the convolution drift, and fv2 inside ``solvers.atoms.AtomicCircle``;
-``solvers.zonal_ensemble.ZonalEnsemble`` the zonal scheme. Both follow the numbered contract
-``Ensemble`` and are registered in ``ENSEMBLES``, through which ``meanfield.ensemble`` drives
-them.
+Euler) with any drift, and fv2 with the convolution drift inside ``solvers.atoms.AtomicCircle``;
+``solvers.zonal_ensemble.ZonalEnsemble`` the zonal scheme; ``solvers.particles.ensemble.
+ParticleEnsemble`` fixed-step particle systems. All follow the numbered contract ``Ensemble``
+(``solvers.ensemble_contract``) and are registered in ``ENSEMBLES``, through which
+``meanfield.ensemble`` drives them.
 
 The contract is that every member's trajectory is the run of its scheme alone: the same steps
 (dt_b = min(cfl * stable_dt_b, accuracy_dt_b), or the fixed step, shortened and split exactly
@@ -32,13 +33,13 @@ a member whose density turns negative fails alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from solvers.atom_kernels import atom_terms, significant_modes
 from solvers.atoms import CAPTURE_EVERY, LINEAR_FRACTION, AtomicCircle
+from solvers.ensemble_contract import Ensemble, Member, advance_members
 from solvers.ensemble_kernels import (
     centres_flux,
     centres_flux_given,
@@ -137,16 +138,6 @@ def batchable(scheme) -> bool:
         return (_flux(base) == "faces" and base.integrator == "ssprk3"
                 and base.step_size is None and _spectral(base))
     return type(scheme) is type(base)
-
-
-@dataclass
-class Member:
-    """One member: its scheme (drift bound, background set), state, clock and statistics."""
-
-    scheme: object
-    q: np.ndarray
-    t: float
-    stats: StepStats
 
 
 class CircleEnsemble:
@@ -561,59 +552,12 @@ class CircleEnsemble:
             self.xcomp[r] = 0.0
             self._from_scheme(r)
 
-    def advance(self, members: list[Member], targets: np.ndarray, *,
-                until_any: bool = False) -> list[str | None]:
+    def advance(self, members: list[Member], targets: np.ndarray) -> list[str | None]:
         """Step every member to its own target time (``solvers.stepping.advance`` for each,
         in lockstep; see the module docstring); returns per member None, or the SolverError
-        message if it failed (that member stops, the others go on). ``until_any``: return
-        after the first step at which some member reached its target or failed (the others
-        keep their intermediate state and clock). Members must be this ensemble's rows in
-        order."""
-        n = len(members)
-        errors: list[str | None] = [None] * n
-        for i, mb in enumerate(members):
-            self.load(i, mb.q, mb.t, mb.stats, float(targets[i]))
-        active = np.flatnonzero(self.pending(np.arange(n)))
-        while active.size:
-            failed = self.step(active)
-            for r, msg in failed.items():
-                errors[r] = msg
-            keep = self.pending(active) & ~np.isin(active, list(failed))
-            if until_any and not keep.all():
-                break
-            active = active[keep]
-        for i, mb in enumerate(members):
-            mb.q, mb.t = self.unload(i)
-        return errors
-
-
-class Ensemble(Protocol):
-    """The contract of a batched stepper; ``meanfield.ensemble`` drives any class in
-    ``ENSEMBLES`` through it alone (``CircleEnsemble`` is the model):
-
-    1. ``key(scheme)`` (classmethod): a hashable key if ``scheme`` can be a member, else None;
-       members with equal keys share one ensemble.
-    2. ``add(scheme) -> row``: the member's row, given once.
-    3. ``load(row, state, t, stats, target, max_steps=None)``: its state, clock,
-       ``StepStats``, target time and (optionally) the step count ``stats.steps`` at which
-       to stop early, as the scheme's own ``advance(..., max_steps=)`` does.
-    4. ``pending(rows) -> bool array``: which rows still step (t < target and steps below
-       their limit).
-    5. ``step(rows) -> {row: message}``: one step of each row (all pending): the step the
-       member's scheme would take alone, landing exactly on the target; a row that fails
-       reports the scheme's ``SolverError`` message.
-    6. ``unload(row) -> (state, t)``: the member's state and clock, with its statistics (and
-       any scheme-side state the ensemble kept) written back.
-    """
-
-    @classmethod
-    def key(cls, scheme) -> tuple | None: ...
-    def add(self, scheme) -> int: ...
-    def load(self, row: int, state: np.ndarray, t: float, stats: StepStats, target: float,
-             max_steps: int | None = None) -> None: ...
-    def pending(self, rows: np.ndarray) -> np.ndarray: ...
-    def step(self, rows: np.ndarray) -> dict[int, str]: ...
-    def unload(self, row: int) -> tuple[np.ndarray, float]: ...
+        message if it failed (that member stops, the others go on). Members must be this
+        ensemble's rows in order."""
+        return advance_members(self, np.arange(len(members)), members, targets)
 
 
 #: the batched steppers, tried in order (one line per new kind of member)

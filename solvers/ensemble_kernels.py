@@ -303,7 +303,7 @@ def stage_three(rows, q, x, dt, k12, k2, kx12, kx2, rin, xs):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _kahan(old, incr, comp):
+def kahan(old, incr, comp):
     """(old + incr, the new compensation) with the compensation comp carried from the last
     step (``stepping._compensated_add``'s operations)."""
     y = incr - comp
@@ -325,14 +325,14 @@ def finish(rows, q, comp, x, xcomp, dt, k12, k3, kx12, kx3, bg, floor, tn, cour,
         mn = np.inf
         bad = False
         for j in range(m):
-            out, comp[r, j] = _kahan(q[r, j], h * (k12[i, j] + 4.0 * k3[i, j]), comp[r, j])
+            out, comp[r, j] = kahan(q[r, j], h * (k12[i, j] + 4.0 * k3[i, j]), comp[r, j])
             q[r, j] = out
             if out < mn:
                 mn = out
             if not math.isfinite(out):
                 bad = True
         for s in range(kx12.shape[1]):
-            x[r, s], xcomp[r, s] = _kahan(x[r, s], h * (kx12[i, s] + 4.0 * kx3[i, s]),
+            x[r, s], xcomp[r, s] = kahan(x[r, s], h * (kx12[i, s] + 4.0 * kx3[i, s]),
                                           xcomp[r, s])
         low[i] = bad or bg[r] + mn < floor[i]
         count += low[i]

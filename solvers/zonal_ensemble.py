@@ -39,12 +39,17 @@ import warnings
 import numpy as np
 from numba import njit
 
+from solvers.ensemble_contract import advance_members
+from solvers.ensemble_kernels import kahan, stage_three
 from solvers.stepping import CFLWarning, StepStats
 from solvers.zonal import Zonal
 
 #: rows x cells stepped at once, so that a block's stage arrays stay in cache (as
 #: ``solvers.ensemble.BLOCK_CELLS``; 32 rows at M = 512)
 BLOCK_CELLS = 16384
+
+#: the atom arrays of ``solvers.ensemble_kernels.stage_three`` (zonal members have none)
+_NO_ATOMS = np.zeros((0, 0))
 
 #: the step limit of a member loaded without ``max_steps``
 NO_LIMIT = np.iinfo(np.int64).max
@@ -201,19 +206,6 @@ def stage_input(rows, q, dt, k, s):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def stage_three(rows, q, dt, k12, k2, s):
-    """k12 = k1 + k2 (in place of k1) and the stage 3 input s = q + (dt/4) k12."""
-    n_rows, m = s.shape
-    for i in range(n_rows):
-        r = rows[i]
-        d = 0.25 * dt[i]
-        for j in range(m):
-            k = k12[i, j] + k2[i, j]
-            k12[i, j] = k
-            s[i, j] = q[r, j] + d * k
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def finish(rows, rk3, q, comp, dt, k12, k3, bg, floor, tn, cour, t, steps, last_dt, courant,
            low):
     """SSP-RK3: q += (dt/6)(k12 + 4 k3) with the Kahan compensation comp carried between steps
@@ -230,10 +222,7 @@ def finish(rows, rk3, q, comp, dt, k12, k3, bg, floor, tn, cour, t, steps, last_
         if rk3:
             h = d / 6.0
             for j in range(m):
-                old = q[r, j]
-                y = h * (k12[i, j] + 4.0 * k3[i, j]) - comp[r, j]
-                x = old + y
-                comp[r, j] = (x - old) - y
+                x, comp[r, j] = kahan(q[r, j], h * (k12[i, j] + 4.0 * k3[i, j]), comp[r, j])
                 q[r, j] = x
                 if x < mn:
                     mn = x
@@ -489,7 +478,8 @@ class ZonalEnsemble:
         if rk3:
             stage_input(rows, self.q, dt, k1, s)
             self._rhs(rows, w, k2, w["spare"], False)
-            stage_three(rows, self.q, dt, k1, k2, s)
+            stage_three(rows, self.q, _NO_ATOMS, dt, k1, k2, _NO_ATOMS, _NO_ATOMS, s,
+                        _NO_ATOMS)
             self._rhs(rows, w, k3, w["spare"], False)
         failed = finish(rows, rk3, self.q, self.comp, dt, k1, k3, self.bg, self.floor, tn, cour,
                         self.t, self.steps, self.last_dt, self.courant, low)
@@ -523,22 +513,10 @@ class ZonalEnsemble:
             self.cfl_violations[r] += 1
 
     def advance(self, members: list, targets, *, max_steps=None) -> list[str | None]:
-        """Step members (objects with ``scheme``, ``q``, ``t``, ``stats``, e.g.
-        ``solvers.ensemble.Member``; schemes added here) to their targets, each stopping early
-        at its own ``max_steps`` (None, or one per member, None allowed); returns per member
-        None or its SolverError message. The members' q, t and stats are updated."""
+        """Step members (``solvers.ensemble_contract.Member``; schemes added here) to their
+        targets, each stopping early at its own ``max_steps`` (``advance_members``)."""
         rows = np.array([self.row(mb.scheme) for mb in members], np.int64)
-        limits = [None] * len(members) if max_steps is None else list(max_steps)
-        for r, mb, tg, lim in zip(rows.tolist(), members, targets, limits, strict=True):
-            self.load(r, mb.q, mb.t, mb.stats, float(tg), lim)
-        errors: dict[int, str] = {}
-        active = rows[self.pending(rows)]
-        while active.size:
-            errors |= self.step(active)
-            active = active[self.pending(active)]
-        for r, mb in zip(rows.tolist(), members, strict=True):
-            mb.q, mb.t = self.unload(r)
-        return [errors.get(r) for r in rows.tolist()]
+        return advance_members(self, rows, members, targets, max_steps)
 
 
 __all__ = ["ZonalEnsemble"]
