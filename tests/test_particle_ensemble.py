@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_same_run_files
 
 from solvers.particles import ParticleSystem
 from solvers.particles.ensemble import ParticleEnsemble
@@ -195,8 +196,6 @@ def test_particle_sweep_in_ensembles_writes_the_single_runs_files(cli, tmp_path)
     writes the files of one run per task: the same steps, positions and diagnostics to
     1e-11 of each series' largest value (measured <= 3.2e-12, the energy rate, a sum of
     squared velocities; positions <= 1e-13)."""
-    import h5py
-
     (tmp_path / "base.toml").write_text(PARTICLE_SWEEP)
     params = ["--param", "model.beta=1,4", "--param", "model.model=usa,sa",
               "--param", "initial.seed=0:2"]
@@ -204,11 +203,7 @@ def test_particle_sweep_in_ensembles_writes_the_single_runs_files(cli, tmp_path)
         res = cli("sweep", "base.toml", *params, "-o", out, "--jobs", "1", *extra,
                   cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-    names = sorted(p.name for p in (tmp_path / "single").glob("beta=*.h5"))
+    names = assert_same_run_files(tmp_path / "single", tmp_path / "ens", ("steps",),
+                                  ("positions", "time", "ebar", "energy_rate", "max_speed"),
+                                  1e-11)
     assert len(names) == 8
-    for name in names:
-        with h5py.File(tmp_path / "single" / name) as fa, h5py.File(tmp_path / "ens" / name) as fb:
-            assert np.array_equal(fa["steps"][()], fb["steps"][()])
-            for k in ("positions", "time", "ebar", "energy_rate", "max_speed"):
-                a, b = fa[k][()], fb[k][()]
-                assert np.max(np.abs(a - b)) <= 1e-11 * np.max(np.abs(a)), (name, k)
